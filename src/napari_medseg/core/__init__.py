@@ -1,0 +1,1 @@
+"""Qt-free core: volumes, labels, models and inference. Nothing here imports napari or Qt."""

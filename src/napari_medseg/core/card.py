@@ -1,0 +1,176 @@
+"""Model cards: everything needed to run a segmentation network, in one small YAML/JSON file.
+
+A card sits beside its weights file. Built-in models, user cards and MONAI bundles (translated by
+:mod:`napari_medseg.core.bundles`) all become a ``ModelCard``, so one engine
+(:mod:`napari_medseg.core.inference`) runs them all.
+
+Axis conventions: ``roi_size`` and ``spacing`` are given in the model's **RAS voxel order**
+``(x, y, z)`` when ``orientation`` is set (as MONAI bundles give them); ``slice_axis`` for 2D
+models names the axis of that model space the network slides along (``2`` = z, axial).
+
+Example card (YAML)::
+
+    name: ct-abdomen-3d
+    description: Abdominal organs on CT (demo, trained on synthetic phantoms)
+    modality: CT
+    labels: {1: liver, 2: spleen}
+    network: {arch: UNet, spatial_dims: 3, in_channels: 1, out_channels: 3,
+              kwargs: {channels: [16, 32, 64, 128], strides: [2, 2, 2], num_res_units: 2}}
+    preprocessing:
+      orientation: RAS
+      spacing: [1.5, 1.5, 2.0]
+      intensity: {kind: window, window: [-57, 164], out_range: [0, 1], clip: true}
+    inference: {mode: 3d, roi_size: [96, 96, 96], overlap: 0.25, blend: gaussian}
+    output: {activation: softmax}
+    weights: model.pt
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_medseg.core.labels import LabelTable
+
+ARCHITECTURES = ("UNet", "BasicUNet", "SegResNet", "DynUNet", "SwinUNETR", "FlexibleUNet")
+INTENSITY_KINDS = ("none", "window", "zscore", "percentile")
+ACTIVATIONS = ("softmax", "sigmoid")
+
+
+@dataclass
+class NetworkSpec:
+    """Which MONAI network to build.
+
+    Attributes:
+        arch: one of ``ARCHITECTURES``.
+        spatial_dims: 2 (slice-wise) or 3.
+        in_channels / out_channels: as the MONAI constructor takes them.
+        kwargs: the other constructor arguments (``channels``, ``strides``, ``init_filters``...).
+    """
+
+    arch: str
+    spatial_dims: int
+    in_channels: int
+    out_channels: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IntensitySpec:
+    """How scan values become network input.
+
+    kind ``window``: clip (optional) ``window = (lo, hi)`` and map linearly to ``out_range``
+    (a CT window). kind ``zscore``: subtract mean, divide by std over ``region`` (``all``,
+    ``nonzero`` or ``body``: voxels above ``body_threshold``). kind ``percentile``: map the
+    ``percentiles`` (lo, hi) of the scan to ``out_range``. ``then_out_range`` applies a final
+    linear map after a z-score (wholeBody's -1..1).
+    """
+
+    kind: str = "none"
+    window: tuple[float, float] | None = None
+    out_range: tuple[float, float] = (0.0, 1.0)
+    clip: bool = True
+    region: str = "all"
+    body_threshold: float | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    then_out_range: tuple[float, float] | None = None
+
+
+@dataclass
+class PreprocessingSpec:
+    """Geometry and intensity preparation.
+
+    Attributes:
+        orientation: model space axis codes (``RAS``, ``LPS``...) or None to feed file order.
+        spacing: target voxel size in mm in model voxel order, or None to keep the scan's.
+        resize: a fixed spatial shape to resize to (model voxel order), or None.
+        intensity: see ``IntensitySpec``.
+        channels: number of input volumes (4 for BraTS-like models).
+    """
+
+    orientation: str | None = "RAS"
+    spacing: tuple[float, ...] | None = None
+    resize: tuple[int, ...] | None = None
+    intensity: IntensitySpec = field(default_factory=IntensitySpec)
+    channels: int = 1
+
+
+@dataclass
+class InferenceSpec:
+    """How the network is applied.
+
+    Attributes:
+        mode: ``3d`` (sliding window) or ``2d`` (slice by slice).
+        roi_size: window size (3 values for 3D, 2 for 2D).
+        overlap: window overlap fraction in [0, 1).
+        blend: ``gaussian`` or ``constant``.
+        slice_axis: for 2D, model-space axis to slide along (2 = z).
+        batch_size: windows or slices per forward pass.
+    """
+
+    mode: str = "3d"
+    roi_size: tuple[int, ...] = (96, 96, 96)
+    overlap: float = 0.25
+    blend: str = "gaussian"
+    slice_axis: int = 2
+    batch_size: int = 4
+
+
+@dataclass
+class OutputSpec:
+    """Turning network output into labels.
+
+    Attributes:
+        activation: ``softmax`` (argmax over classes, channel 0 background) or ``sigmoid``
+            (independent channels, overlapping labels merged in channel order).
+        threshold: sigmoid threshold.
+        channel_values: label value written for each output channel (softmax: channel i -> i by
+            default; sigmoid: channel i -> i + 1 by default, BraTS uses [1, 2, 4]).
+        resample: ``nearest`` (labels) or ``linear`` (probabilities) back to the scan grid.
+    """
+
+    activation: str = "softmax"
+    threshold: float = 0.5
+    channel_values: list[int] | None = None
+    resample: str = "linear"
+
+
+@dataclass
+class ModelCard:
+    """A runnable model description. See the module docstring for the file format."""
+
+    name: str
+    network: NetworkSpec
+    labels: LabelTable = field(default_factory=LabelTable)
+    description: str = ""
+    modality: str = ""
+    preprocessing: PreprocessingSpec = field(default_factory=PreprocessingSpec)
+    inference: InferenceSpec = field(default_factory=InferenceSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    postprocess: list[dict[str, Any]] = field(default_factory=list)
+    weights: str | None = None
+    trained_on: str = ""
+    source: str = "card"
+    path: str | None = None
+
+    @property
+    def folder(self) -> Path | None:
+        """Folder of the card file; relative weights paths resolve against it."""
+        return Path(self.path).parent if self.path else None
+
+    def weights_path(self) -> Path | None:
+        if self.weights is None:
+            return None
+        p = Path(self.weights)
+        if not p.is_absolute() and self.folder is not None:
+            p = self.folder / p
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = {int(k): v for k, v in self.labels.names.items()}
+        if self.labels.colors:
+            d["label_colors"] = {int(k): list(v) for k, v in self.labels.colors.items()}
+        d.pop("path", None)
+        return d

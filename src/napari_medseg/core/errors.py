@@ -1,0 +1,20 @@
+"""Errors the package raises on purpose. Each message names the file or value and what is wrong,
+so the CLI and the widgets can show it as one line instead of a traceback."""
+
+from __future__ import annotations
+
+
+class MedsegError(Exception):
+    """Base class for errors with a message meant for the user."""
+
+
+class ReadError(MedsegError):
+    """A file that this plugin reads, but that is broken or unsupported."""
+
+
+class WriteError(MedsegError):
+    """A label volume could not be written (nothing was overwritten)."""
+
+
+class GeometryError(MedsegError):
+    """A geometry that cannot be represented or does not match (shape, affine)."""
