@@ -30,10 +30,13 @@ def _file_order(volume: Volume) -> tuple[np.ndarray, np.ndarray, dict | None]:
     """(array in file voxel order, RAS affine, NIfTI header facts or None) for writing."""
     src = volume.source
     if src is None:
+        # no file grid to return to: store (x, y, z) = reversed napari axes, as ITK/DICOM do,
+        # so an axis-aligned volume is written LPS like any scanner export
         array = volume.array
-        if array.ndim == 4:
-            array = np.moveaxis(array, 0, 3)
-        return array, ras_from_world(volume.affine), None
+        spatial = np.transpose(array, (2, 1, 0) if array.ndim == 3 else (3, 2, 1, 0))
+        napari_from_file = np.array(
+            [[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+        return spatial, ras_from_world(volume.affine) @ napari_from_file, None
     array = to_file_order(volume.array, src.ornt)
     if tuple(array.shape[:3]) != tuple(src.shape):
         raise WriteError(

@@ -1,0 +1,1 @@
+"""Dock widgets: thin Qt front ends over the core API. Nothing outside this package imports it."""
