@@ -18,3 +18,11 @@ class WriteError(MedsegError):
 
 class GeometryError(MedsegError):
     """A geometry that cannot be represented or does not match (shape, affine)."""
+
+
+class ModelError(MedsegError):
+    """A model that cannot be used: a wrong card, unknown name, bad weights, an unusable bundle."""
+
+
+class CardError(ModelError):
+    """A model card whose content is wrong; the message names the file, the field and why."""
