@@ -36,6 +36,15 @@ from napari_medseg.core.labels import LabelTable
 ARCHITECTURES = ("UNet", "BasicUNet", "SegResNet", "DynUNet", "SwinUNETR", "FlexibleUNet")
 INTENSITY_KINDS = ("none", "window", "zscore", "percentile")
 ACTIVATIONS = ("softmax", "sigmoid")
+INFERENCE_MODES = ("2d", "3d")
+BLENDS = ("gaussian", "constant")
+RESAMPLES = ("nearest", "linear")
+ZSCORE_REGIONS = ("all", "nonzero", "body")
+# post-processing steps a card may list, in ``postprocess: [{op: ..., ...}]``:
+#   largest_component {labels: [..] | omitted = all}   keep the largest connected component per label
+#   remove_small {min_ml: float, labels: [..]}          remove islands smaller than a volume in mL
+#   fill_holes {labels: [..]}                           fill enclosed holes per label
+POSTPROCESS_OPS = ("largest_component", "remove_small", "fill_holes")
 
 
 @dataclass
@@ -64,7 +73,9 @@ class IntensitySpec:
     (a CT window). kind ``zscore``: subtract mean, divide by std over ``region`` (``all``,
     ``nonzero`` or ``body``: voxels above ``body_threshold``). kind ``percentile``: map the
     ``percentiles`` (lo, hi) of the scan to ``out_range``. ``then_out_range`` applies a final
-    linear map after a z-score (wholeBody's -1..1).
+    linear map after a z-score (wholeBody's -1..1): the min..max of the z-scored volume to it.
+    ``channel_wise``: with several input volumes, statistics per volume (MONAI's
+    ``channel_wise=True``, BraTS) or pooled over all of them.
     """
 
     kind: str = "none"
@@ -75,6 +86,7 @@ class IntensitySpec:
     body_threshold: float | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
     then_out_range: tuple[float, float] | None = None
+    channel_wise: bool = True
 
 
 @dataclass
@@ -128,12 +140,16 @@ class OutputSpec:
         channel_values: label value written for each output channel (softmax: channel i -> i by
             default; sigmoid: channel i -> i + 1 by default, BraTS uses [1, 2, 4]).
         resample: ``nearest`` (labels) or ``linear`` (probabilities) back to the scan grid.
+        paint_order: sigmoid only: output channel indices in the order they are painted, a later
+            channel overwriting an earlier one where both are above the threshold; None = channel
+            order. BraTS paints whole tumour, then tumour core, then enhancing tumour: ``[1, 0, 2]``.
     """
 
     activation: str = "softmax"
     threshold: float = 0.5
     channel_values: list[int] | None = None
     resample: str = "linear"
+    paint_order: list[int] | None = None
 
 
 @dataclass
