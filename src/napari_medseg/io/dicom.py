@@ -185,7 +185,9 @@ def read_dicom(path: str | Path) -> FileArray:
         if mask.any() and not mask.all():
             fill = array[~mask].min()
             array = np.where(mask, fill, array).astype(array.dtype)
-            facts["padding_filled_with"] = fill.item()
+            # fa.header is a copy of facts (file_array_from_image copies it): record the fill there
+            fa.header["padding_filled_with"] = fill.item()
+            fa.header["padding_voxels"] = int(mask.sum())
     fa.array = _smallest_int(array)
     fa.meta = {k: facts[k] for k in ("Modality", "SeriesDescription") if facts.get(k)}
     if note:
