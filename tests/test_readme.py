@@ -1,0 +1,32 @@
+"""The README's set-up, run and test commands are the ones CI runs, and they work."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _commands(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text().splitlines()
+            if ln.strip() and not ln.lstrip().startswith(("#", "set ", "cd ", "trap "))]
+
+
+def test_ci_runs_exactly_the_readme_set_up_and_test_commands():
+    readme = (REPO / "README.md").read_text()
+    ci = _commands(REPO / ".ci" / "run")
+    assert "bash scripts/setup.sh" in ci and ".venv/bin/python -m pytest" in ci
+    for command in ci:
+        if command.startswith("bash scripts/check_wheel.sh"):
+            continue
+        assert f"```bash\n{command}\n```" in readme, f"{command!r} is not a README command"
+
+
+def test_the_readme_main_job_runs_on_the_bundled_sample_data(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Run it", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+    assert "sample_data/" in block
+    result = subprocess.run(["bash", "-c", block], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "orientation" in result.stdout
