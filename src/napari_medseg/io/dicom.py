@@ -63,11 +63,27 @@ def folder_has_dicom(folder: str | Path, max_checks: int = 20) -> bool:
 def _series_files(folder: str) -> dict[str, list[str]]:
     reader = sitk.ImageSeriesReader
     series = {}
-    for uid in reader.GetGDCMSeriesIDs(folder):
-        files = list(reader.GetGDCMSeriesFileNames(folder, uid))
-        if files:
-            series[uid] = files
+    # GDCM prints "No Series were found" straight to stderr for a folder without image series;
+    # the caller reports that itself (one line), so ITK's own warning is silenced here.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        for uid in reader.GetGDCMSeriesIDs(folder):
+            files = list(reader.GetGDCMSeriesFileNames(folder, uid))
+            if files:
+                series[uid] = files
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     return series
+
+
+def _has_preamble(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def _header(path: str) -> pydicom.Dataset:
@@ -98,6 +114,10 @@ def select_series(path: str | Path) -> tuple[list[str], str]:
     if not path.is_file():
         raise ReadError(f"{path}: no such file or folder")
     ds = _header(str(path))
+    if not _has_preamble(str(path)) and not any(tag.group == 0x0008 for tag in ds.keys()):
+        # pydicom's force=True "reads" any bytes; without the preamble and without a single
+        # identifying (0008,xxxx) element this is not DICOM, whatever its suffix says
+        raise ReadError(f"{path}: not a DICOM file (no DICOM header found)")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         # stop_before_pixels hides PixelData; look at the tag list of the full file instead
         full = pydicom.dcmread(str(path), force=True, specific_tags=["PixelData"])

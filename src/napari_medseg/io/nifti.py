@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
+def _one_line(exc: BaseException) -> str:
+    """nibabel's messages can span lines ("... - could the file be damaged?"); errors are one line."""
+    return " ".join(str(exc).split())
+
+
 def read_nifti(path: str | Path) -> FileArray:
     """Read a NIfTI file into file voxel order with its RAS affine and header facts.
 
@@ -29,7 +34,7 @@ def read_nifti(path: str | Path) -> FileArray:
     try:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for a broken header
-        raise ReadError(f"{path}: not a readable NIfTI file ({exc})") from exc
+        raise ReadError(f"{path}: not a readable NIfTI file ({_one_line(exc)})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ReadError(f"{path}: not a NIfTI image (nibabel read it as {type(img).__name__})")
     header = img.header
@@ -41,11 +46,13 @@ def read_nifti(path: str | Path) -> FileArray:
         else:
             array = np.asarray(img.dataobj.get_scaled(dtype=np.float32), dtype=np.float32)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ReadError(f"{path}: the compressed data is truncated or corrupt ({exc})") from exc
+        raise ReadError(
+            f"{path}: the compressed data is truncated or corrupt ({_one_line(exc)})"
+        ) from exc
     except (ValueError, OSError) as exc:
         raise ReadError(
             f"{path}: the header describes {header.get_data_shape()} voxels of "
-            f"{header.get_data_dtype()} but the data cannot be read ({exc})"
+            f"{header.get_data_dtype()} but the data cannot be read ({_one_line(exc)})"
         ) from exc
     if array.dtype.byteorder not in ("=", "|"):
         array = array.astype(array.dtype.newbyteorder("="))
