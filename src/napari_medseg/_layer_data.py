@@ -17,7 +17,7 @@ from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.volume import FileGeometry, Volume
 
 METADATA_KEY = "medseg"
-AXIS_LABELS = ("S (z)", "P (y)", "L (x)")
+AXIS_LABELS = ("I", "P", "L")  # world axes point to Inferior, Posterior, Left
 
 
 def _transform_kwargs(volume: Volume) -> dict[str, Any]:

@@ -16,14 +16,14 @@ import SimpleITK as sitk
 
 ATOL_MM = 1e-4
 
-# (x, y, z) RAS -> napari world (z, y, x) LPS
+# (x, y, z) RAS -> napari world (I, P, L) = (-z, -y, -x); see napari_medseg.core.volume
 _WORLD_FROM_RAS = np.array(
-    [[0, 0, 1, 0], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]], dtype=float
+    [[0, 0, -1, 0], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]], dtype=float
 )
 
 
 def world_from_ras(affine_ras: np.ndarray) -> np.ndarray:
-    """Voxel -> RAS affine composed into voxel -> napari world (LPS, z y x)."""
+    """Voxel -> RAS affine composed into voxel -> napari world (I, P, L)."""
     return _WORLD_FROM_RAS @ np.asarray(affine_ras, dtype=float)
 
 

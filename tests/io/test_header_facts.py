@@ -24,7 +24,7 @@ def _dicom_files(folder: Path) -> list[Path]:
 
 def _napari_slice_of(vol, ds) -> np.ndarray:
     """The napari slice holding a DICOM file of an axial (identity-orientation) series."""
-    z = float(ds.ImagePositionPatient[2])
+    z = -float(ds.ImagePositionPatient[2])  # world axis 0 points inferior (-z of LPS)
     a0 = (z - vol.affine[0, 3]) / vol.affine[0, 0]
     assert abs(a0 - round(a0)) < 1e-3
     return vol.array[int(round(a0))]

@@ -37,13 +37,14 @@ def test_ct_opens_with_millimetre_geometry_and_labels_as_labels(make_napari_view
     assert ct._type_string == "image" and seg._type_string == "labels"
     assert seg.data.dtype == np.uint8
     np.testing.assert_allclose(ct.scale, [3, 3, 3])
-    # voxel (i, j, k) of the file sits at world LPS (-x, -y, z) of its RAS affine, napari order z, y, x
+    # voxel (i, j, k) of the file sits at world (I, P, L) = (-z, -y, -x) of its RAS position
     aff = nib.load(ts / "example_ct_sm.nii.gz").affine
     i, j, k = 10, 20, 5
     ras = aff @ [i, j, k, 1]
-    napari_index = (k, seg.data.shape[1] - 1 - j, seg.data.shape[2] - 1 - i)  # RAS -> (S, P, L)
+    napari_index = (seg.data.shape[0] - 1 - k, seg.data.shape[1] - 1 - j,
+                    seg.data.shape[2] - 1 - i)  # RAS -> (I, P, L)
     world = ct.data_to_world(napari_index)
-    np.testing.assert_allclose(world, [ras[2], -ras[1], -ras[0]], atol=1e-4)
+    np.testing.assert_allclose(world, [-ras[2], -ras[1], -ras[0]], atol=1e-4)
     assert ct.data[napari_index] == np.asanyarray(nib.load(ts / "example_ct_sm.nii.gz").dataobj)[i, j, k]
     np.testing.assert_allclose(seg.data_to_world((3, 4, 5)), ct.data_to_world((3, 4, 5)))
 

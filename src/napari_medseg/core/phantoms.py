@@ -2,7 +2,7 @@
 
 ``abdomen_ct`` draws a small abdominal CT: an elliptic body with skin, fat and muscle, liver,
 spleen, both kidneys, aorta and a vertebral body, in Hounsfield units with noise and a little blur.
-It is deterministic for a seed. The geometry is LPS with anisotropic spacing, like most CT.
+It is deterministic for a seed. Axis-aligned with anisotropic spacing, like most CT (written to disk as LPS).
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ def abdomen_ct(seed: int = 0, shape: tuple[int, int, int] = (40, 128, 128),
     img[muscle] = _HU["muscle"]
     cavity = _ellipsoid(grid, (0, -2, 0), (body_r[0], body_r[1] * 0.75, body_r[2] * 0.8))
     img[cavity] = 20  # generic soft tissue / bowel
-    # organs: (label, tissue, centre (z, y, x) mm, radii mm); patient left is +x (LPS)
+    # organs: (label, tissue, centre mm, radii mm) in world axes (I, P, L): +0 is inferior,
+    # +2 the patient's left
     organs = [
-        (1, "liver", (jitter(4.0, 1), jitter(-8), jitter(-0.35 * half[2])), (30, 0.45 * half[1], 0.35 * half[2])),
-        (2, "spleen", (jitter(10.0, 1), jitter(12), jitter(0.55 * half[2])), (22, 0.25 * half[1], 0.16 * half[2])),
-        (3, "kidney", (-12, jitter(0.35 * half[1]), 0.32 * half[2]), (22, 0.14 * half[1], 0.09 * half[2])),
-        (4, "kidney", (-14, jitter(0.35 * half[1]), -0.32 * half[2]), (22, 0.14 * half[1], 0.09 * half[2])),
+        (1, "liver", (jitter(-4.0, 1), jitter(-8), jitter(-0.35 * half[2])), (30, 0.45 * half[1], 0.35 * half[2])),
+        (2, "spleen", (jitter(-10.0, 1), jitter(12), jitter(0.55 * half[2])), (22, 0.25 * half[1], 0.16 * half[2])),
+        (3, "kidney", (12, jitter(0.35 * half[1]), 0.32 * half[2]), (22, 0.14 * half[1], 0.09 * half[2])),
+        (4, "kidney", (14, jitter(0.35 * half[1]), -0.32 * half[2]), (22, 0.14 * half[1], 0.09 * half[2])),
         (5, "aorta", (0, 0.18 * half[1], 0.04 * half[2]), (400, 0.045 * half[1], 0.045 * half[2])),
         (6, "bone", (0, 0.52 * half[1], 0), (400, 0.14 * half[1], 0.12 * half[2])),
     ]

@@ -4,14 +4,16 @@ Conventions (the whole package relies on them, so they are stated once, here):
 
 * ``Volume.array`` is in **napari axis order**: ``(a0, a1, a2)`` spatial axes, optionally preceded by
   one channel/time axis. The reader reorders file voxels (axis permutations and flips only, never
-  resampling) so that ``a0`` runs inferior->superior, ``a1`` anterior->posterior and ``a2``
-  right->left of the patient, as closely as the scan's direction allows. Shown by napari this is the
-  radiological convention: axial slices on the slider, anterior at the top, the patient's right on
-  the left of the screen.
-* **World coordinates** are patient LPS millimetres (the DICOM / ITK frame) written in napari order
-  ``(z, y, x)``: world axis 0 is the LPS ``z`` (towards Superior), axis 1 the LPS ``y`` (towards
-  Posterior), axis 2 the LPS ``x`` (towards Left). Every layer of this plugin lives in that frame,
-  so scans and label maps from different files overlay wherever they overlap in the patient.
+  resampling) so that ``a0`` runs superior->inferior, ``a1`` anterior->posterior and ``a2``
+  right->left of the patient, as closely as the scan's direction allows. Shown by napari (rows
+  down, columns right) this is the radiological convention in every plane: axial slices on the
+  slider with anterior at the top and the patient's right on the left of the screen; after rolling
+  the dimensions, coronal and sagittal views with the head at the top.
+* **World coordinates** are patient millimetres in the frame ``(I, P, L)``: world axis 0 is
+  ``-z`` of DICOM/ITK's LPS frame (towards Inferior), axis 1 its ``y`` (towards Posterior), axis 2
+  its ``x`` (towards Left). ``WORLD_FROM_RAS`` converts from nibabel's RAS. Every layer of this
+  plugin lives in that frame, so scans and label maps from different files overlay wherever they
+  overlap in the patient.
 * ``Volume.affine`` maps a napari index ``(a0, a1, a2, 1)`` to world ``(z, y, x, 1)``.
 * ``Volume.source`` remembers how the file stored the voxels (``FileGeometry``) so a label map can
   be written back voxel for voxel on the scan's own grid and header.
@@ -29,6 +31,13 @@ from typing import Any
 import numpy as np
 
 from napari_medseg.core.labels import LabelTable
+
+#: RAS+ point (x, y, z, 1) -> world point (I, P, L, 1): world = (-z, -y, -x).
+WORLD_FROM_RAS = np.array(
+    [[0.0, 0.0, -1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
+#: world (I, P, L) -> RAS+; the matrix is its own inverse.
+RAS_FROM_WORLD = np.linalg.inv(WORLD_FROM_RAS)
 
 
 @dataclass
@@ -83,7 +92,7 @@ class Volume:
 
     Attributes:
         array: ``(a0, a1, a2)`` or ``(c, a0, a1, a2)``; integer data keeps its integer dtype.
-        affine: 4x4, napari index -> world (LPS millimetres in napari order, see module doc).
+        affine: 4x4, napari index -> world (I, P, L millimetres, see module doc).
         source: the file geometry, or None for volumes made in memory.
         labels: names and colours when the volume is a label map.
         meta: free-form facts for display (modality, series description...).

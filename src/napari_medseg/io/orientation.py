@@ -14,18 +14,15 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
+from napari_medseg.core.volume import RAS_FROM_WORLD as _RAS_FROM_WORLD
+from napari_medseg.core.volume import WORLD_FROM_RAS as _WORLD_FROM_RAS
+
 # RAS+ (nibabel) <-> LPS+ (DICOM/ITK): negate x and y.
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-# (x, y, z) -> napari (z, y, x)
-_ZYX_FROM_XYZ = np.array(
-    [[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float
-)
-_WORLD_FROM_RAS = _ZYX_FROM_XYZ @ _LPS_FROM_RAS
-_RAS_FROM_WORLD = np.linalg.inv(_WORLD_FROM_RAS)
 
 
 def world_from_ras(affine_ras: np.ndarray) -> np.ndarray:
-    """Compose a voxel->RAS affine with RAS->world (LPS in napari order)."""
+    """Compose a voxel->RAS affine with RAS->world (I, P, L; see core.volume)."""
     return _WORLD_FROM_RAS @ np.asarray(affine_ras, dtype=float)
 
 
@@ -64,7 +61,7 @@ def itk_geometry_from_ras(affine_ras: np.ndarray) -> tuple[tuple, tuple, tuple]:
 
 
 def display_orientation(affine_ras: np.ndarray) -> np.ndarray:
-    """Orientation (nibabel ``ornt``) taking file axes to napari axes (S, P, L ascending)."""
+    """Orientation (nibabel ``ornt``) taking file axes to napari axes (I, P, L ascending)."""
     return io_orientation(world_from_ras(affine_ras))
 
 
@@ -110,6 +107,20 @@ def to_file_order(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     if array.ndim == 4:
         array = np.moveaxis(array, 0, 3)
     return apply_orientation(array, invert_ornt(ornt))
+
+
+def to_lps_storage(array: np.ndarray, affine_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """File-order array and RAS affine for a volume with no file of its own (made in memory).
+
+    Stores the voxels as scanners and ITK export them, ``(i, j, k)`` running towards L, P, S
+    (orientation code LPS) as closely as the direction allows. A leading channel axis goes last.
+    """
+    affine_ras = ras_from_world(affine_world)
+    ornt = io_orientation(_LPS_FROM_RAS @ affine_ras)
+    if array.ndim == 4:
+        array = np.moveaxis(array, 0, 3)
+    stored = apply_orientation(array, ornt)
+    return stored, affine_ras @ inv_ornt_aff(ornt, array.shape[:3])
 
 
 def orientation_code(affine_ras: np.ndarray) -> str:

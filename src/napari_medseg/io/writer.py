@@ -10,7 +10,7 @@ import numpy as np
 from napari_medseg.core.errors import WriteError
 from napari_medseg.core.labels import LabelTable, as_label_array
 from napari_medseg.core.volume import Volume
-from napari_medseg.io.orientation import ras_from_world, to_file_order
+from napari_medseg.io.orientation import to_file_order, to_lps_storage
 
 _FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "itk", ".mha": "itk"}
 
@@ -30,13 +30,9 @@ def _file_order(volume: Volume) -> tuple[np.ndarray, np.ndarray, dict | None]:
     """(array in file voxel order, RAS affine, NIfTI header facts or None) for writing."""
     src = volume.source
     if src is None:
-        # no file grid to return to: store (x, y, z) = reversed napari axes, as ITK/DICOM do,
-        # so an axis-aligned volume is written LPS like any scanner export
-        array = volume.array
-        spatial = np.transpose(array, (2, 1, 0) if array.ndim == 3 else (3, 2, 1, 0))
-        napari_from_file = np.array(
-            [[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
-        return spatial, ras_from_world(volume.affine) @ napari_from_file, None
+        # no file grid to return to: store LPS, as scanners and ITK export
+        array, affine_ras = to_lps_storage(volume.array, volume.affine)
+        return array, affine_ras, None
     array = to_file_order(volume.array, src.ornt)
     if tuple(array.shape[:3]) != tuple(src.shape):
         raise WriteError(

@@ -39,7 +39,7 @@ def describe_layer(layer) -> str:
                     "RescaleSlope", "RescaleIntercept", "PixelPaddingValue", "padding_filled_with"):
             if src["header"].get(key) is not None:
                 lines.append(f"{key}: {src['header'][key]}")
-    lines.append("Display: slider = inferior->superior, rows = anterior->posterior, "
+    lines.append("Display: slider = superior->inferior, rows = anterior->posterior, "
                  "columns = patient right->left (radiological)")
     return "\n".join(lines)
 
