@@ -35,7 +35,8 @@ def describe(path: str) -> dict:
         "kind": "labels" if vol.labels is not None else "image",
     }
     for key in ("qform_code", "sform_code", "Modality", "SeriesInstanceUID", "SeriesDescription",
-                "RescaleSlope", "RescaleIntercept", "number_of_files"):
+                "RescaleSlope", "RescaleIntercept", "PixelPaddingValue", "padding_filled_with",
+                "number_of_files"):
         if src.header.get(key) is not None:
             facts[key] = src.header[key]
     if vol.meta.get("note"):
