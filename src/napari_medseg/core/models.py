@@ -1,0 +1,432 @@
+"""Model cards on disk, their validation, and the front door :func:`load_model`.
+
+A card file (YAML or JSON, format in :mod:`napari_medseg.core.card`) is read into a
+:class:`~napari_medseg.core.card.ModelCard` and checked as a whole before any network is built:
+a wrong card fails with a :class:`~napari_medseg.core.errors.CardError` that names the file, the
+field and why (``card.yaml: inference.roi_size: 3D inference needs 3 values, got [96, 96]``).
+Unknown keys are errors too, because a misspelt ``preprocesing:`` silently ignored gives a
+different pipeline than the author meant.
+
+:func:`load_model` takes a built-in model name, a card file (or a folder holding ``card.yaml``)
+or a MONAI bundle folder, and returns the card with its network built, weights loaded, in eval
+mode on the requested device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from napari_medseg.core.card import (
+    ACTIVATIONS, ARCHITECTURES, BLENDS, INFERENCE_MODES, INTENSITY_KINDS, POSTPROCESS_OPS,
+    RESAMPLES, ZSCORE_REGIONS, InferenceSpec, IntensitySpec, ModelCard, NetworkSpec, OutputSpec,
+    PreprocessingSpec,
+)
+from napari_medseg.core.errors import CardError, ModelError
+from napari_medseg.core.labels import LabelTable
+from napari_medseg.core.networks import build_network, load_weights
+
+__all__ = ["load_card", "save_card", "card_from_dict", "validate_card", "build_network",
+           "load_weights", "load_model", "CARD_NAMES"]
+
+log = logging.getLogger(__name__)
+
+CARD_NAMES = ("card.yaml", "card.yml", "card.json")
+_SECTIONS = {"network": NetworkSpec, "preprocessing": PreprocessingSpec,
+             "inference": InferenceSpec, "output": OutputSpec}
+_TOP_KEYS = {f.name for f in fields(ModelCard)} - {"path"} | {"label_colors"}
+
+
+# ----------------------------------------------------------------------------- dict -> card
+
+def _section(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls() if cls is not NetworkSpec else None
+    if not isinstance(data, dict):
+        raise CardError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(map(str, data)) - known)
+    if unknown:
+        raise CardError(f"{where}.{unknown[0]}: unknown field; {where} takes {', '.join(sorted(known))}")
+    kw = dict(data)
+    if cls is NetworkSpec:
+        for name in ("arch", "spatial_dims", "in_channels", "out_channels"):
+            if kw.get(name) is None:
+                raise CardError(f"{where}.{name}: missing (required)")
+    if cls is PreprocessingSpec and "intensity" in kw:
+        kw["intensity"] = _section(IntensitySpec, kw["intensity"], f"{where}.intensity")
+    try:
+        return cls(**kw)
+    except TypeError as exc:
+        raise CardError(f"{where}: {exc}") from exc
+
+
+def _labels(names: Any, colors: Any) -> LabelTable:
+    if names is None:
+        names = {}
+    if isinstance(names, list):
+        return LabelTable.from_names(names)
+    if not isinstance(names, dict):
+        raise CardError(f"labels: expected a mapping value -> name, got {names!r}")
+    plain, cols = {}, {}
+    for key, entry in names.items():
+        try:
+            value = int(key)
+        except (TypeError, ValueError):
+            raise CardError(f"labels: key {key!r} is not a whole number (label value)") from None
+        if isinstance(entry, dict):  # {1: {name: liver, color: [r, g, b]}}
+            plain[value] = str(entry.get("name", f"label {value}"))
+            if "color" in entry:
+                cols[value] = entry["color"]
+        else:
+            plain[value] = str(entry)
+    for key, color in (colors or {}).items():
+        if not isinstance(color, (list, tuple)) or len(color) < 3:
+            raise CardError(f"label_colors.{key}: expected [r, g, b] in 0..255, got {color!r}")
+        cols[int(key)] = color
+    return LabelTable(names=plain, colors=cols)
+
+
+def card_from_dict(data: dict[str, Any], path: str | Path | None = None) -> ModelCard:
+    """Build a ``ModelCard`` from the mapping a card file holds (no validation, see
+    :func:`validate_card`). Unknown keys and wrong section types raise ``CardError``."""
+    where = f"{path}: " if path else ""
+    if not isinstance(data, dict):
+        raise CardError(f"{where}a model card must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(map(str, data)) - _TOP_KEYS)
+    if unknown:
+        raise CardError(f"{where}{unknown[0]}: unknown field; a card takes {', '.join(sorted(_TOP_KEYS))}")
+    for required in ("name", "network"):
+        if data.get(required) in (None, ""):
+            raise CardError(f"{where}{required}: missing (required)")
+    try:
+        sections = {k: _section(cls, data.get(k), k) for k, cls in _SECTIONS.items()}
+        labels = _labels(data.get("labels"), data.get("label_colors"))
+    except CardError as exc:
+        raise CardError(f"{where}{exc}") from None
+    rest = {k: data[k] for k in ("description", "modality", "postprocess", "weights", "trained_on",
+                                 "source") if data.get(k) is not None}
+    return ModelCard(name=str(data["name"]), labels=labels, **sections, **rest,
+                     path=str(path) if path else None)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _pair(name: str, value: Any, increasing: bool = True) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(map(_is_num, value)):
+        raise CardError(f"{name}: expected two numbers [lo, hi], got {value!r}")
+    if increasing and not value[0] < value[1]:
+        raise CardError(f"{name}: lo must be below hi, got {list(value)}")
+    return float(value[0]), float(value[1])
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise CardError(f"{name}: unknown value {value!r}; one of {', '.join(allowed)}")
+
+
+def _check_orientation(code: Any) -> None:
+    if code is None:
+        return
+    axes = [i for c in str(code).upper() for i, pair in enumerate(("LR", "PA", "IS")) if c in pair]
+    if not isinstance(code, str) or len(code) != 3 or sorted(axes) != [0, 1, 2]:
+        raise CardError(f"preprocessing.orientation: expected three axis codes, one of each of "
+                        f"L/R, P/A, I/S (e.g. RAS, LPS), got {code!r}")
+
+
+def _check_network(net: NetworkSpec, source: str) -> None:
+    if source != "bundle" and net.arch not in ARCHITECTURES:
+        raise CardError(f"network.arch: unknown architecture {net.arch!r}; supported: {', '.join(ARCHITECTURES)}")
+    if net.spatial_dims not in (2, 3) or not _is_int(net.spatial_dims):
+        raise CardError(f"network.spatial_dims: must be 2 or 3, got {net.spatial_dims!r}")
+    for name in ("in_channels", "out_channels"):
+        v = getattr(net, name)
+        if not _is_int(v) or v < 1:
+            raise CardError(f"network.{name}: expected a positive whole number, got {v!r}")
+    if not isinstance(net.kwargs, dict):
+        raise CardError(f"network.kwargs: expected a mapping of constructor arguments, got {net.kwargs!r}")
+
+
+def _check_preprocessing(pre: PreprocessingSpec, net: NetworkSpec) -> None:
+    _check_orientation(pre.orientation)
+    dims = net.spatial_dims
+    if pre.spacing is not None:
+        ok_len = (3,) if dims == 3 else (2, 3)
+        if (not isinstance(pre.spacing, (list, tuple)) or len(pre.spacing) not in ok_len
+                or not all(_is_num(s) and s > 0 for s in pre.spacing)):
+            raise CardError(f"preprocessing.spacing: expected {' or '.join(map(str, ok_len))} positive "
+                            f"sizes in mm for a {dims}D network, got {pre.spacing!r}")
+    if pre.resize is not None:
+        if (not isinstance(pre.resize, (list, tuple)) or len(pre.resize) != dims
+                or not all(_is_int(s) and s > 0 for s in pre.resize)):
+            raise CardError(f"preprocessing.resize: expected {dims} positive whole numbers for a "
+                            f"{dims}D network, got {pre.resize!r}")
+        if pre.spacing is not None:
+            raise CardError("preprocessing: give either spacing or resize, not both")
+    if not _is_int(pre.channels) or pre.channels != net.in_channels:
+        raise CardError(f"preprocessing.channels: {pre.channels!r} input volumes, but "
+                        f"network.in_channels is {net.in_channels}")
+    it = pre.intensity
+    _choice("preprocessing.intensity.kind", it.kind, INTENSITY_KINDS)
+    _pair("preprocessing.intensity.out_range", it.out_range)
+    if it.kind == "window":
+        if it.window is None:
+            raise CardError("preprocessing.intensity.window: required for kind 'window' ([lo, hi] in scan units)")
+        _pair("preprocessing.intensity.window", it.window)
+    if it.kind == "zscore":
+        _choice("preprocessing.intensity.region", it.region, ZSCORE_REGIONS)
+        if it.region == "body" and not _is_num(it.body_threshold):
+            raise CardError("preprocessing.intensity.body_threshold: required (a number) for region 'body'")
+    if it.kind == "percentile":
+        lo, hi = _pair("preprocessing.intensity.percentiles", it.percentiles)
+        if lo < 0 or hi > 100:
+            raise CardError(f"preprocessing.intensity.percentiles: must lie in 0..100, got {list(it.percentiles)}")
+    if it.then_out_range is not None:
+        _pair("preprocessing.intensity.then_out_range", it.then_out_range)
+    if not isinstance(it.clip, bool) or not isinstance(it.channel_wise, bool):
+        raise CardError("preprocessing.intensity: clip and channel_wise must be true or false")
+
+
+def _check_inference(inf: InferenceSpec, net: NetworkSpec) -> None:
+    _choice("inference.mode", inf.mode, INFERENCE_MODES)
+    want = 3 if inf.mode == "3d" else 2
+    if net.spatial_dims != want:
+        raise CardError(f"inference.mode: {inf.mode} needs a {want}D network, but "
+                        f"network.spatial_dims is {net.spatial_dims}")
+    if (not isinstance(inf.roi_size, (list, tuple)) or len(inf.roi_size) != want
+            or not all(_is_int(s) and s > 0 for s in inf.roi_size)):
+        raise CardError(f"inference.roi_size: {inf.mode} inference needs {want} positive whole "
+                        f"numbers, got {inf.roi_size!r}")
+    if not _is_num(inf.overlap) or not 0 <= inf.overlap < 1:
+        raise CardError(f"inference.overlap: must lie in [0, 1), got {inf.overlap!r}")
+    _choice("inference.blend", inf.blend, BLENDS)
+    if inf.slice_axis not in (0, 1, 2) or not _is_int(inf.slice_axis):
+        raise CardError(f"inference.slice_axis: must be 0, 1 or 2, got {inf.slice_axis!r}")
+    if not _is_int(inf.batch_size) or inf.batch_size < 1:
+        raise CardError(f"inference.batch_size: expected a positive whole number, got {inf.batch_size!r}")
+
+
+def _produced_values(out: OutputSpec, net: NetworkSpec) -> set[int]:
+    n = net.out_channels
+    if out.channel_values is not None:
+        cv = out.channel_values
+        if not isinstance(cv, (list, tuple)) or not all(_is_int(v) and v >= 0 for v in cv):
+            raise CardError(f"output.channel_values: expected whole numbers >= 0, got {cv!r}")
+        if len(cv) != n:
+            raise CardError(f"output.channel_values: {len(cv)} values for {n} output channels "
+                            f"(network.out_channels)")
+        return set(cv) - {0}
+    return set(range(1, n)) if out.activation == "softmax" else set(range(1, n + 1))
+
+
+def _check_output(card: ModelCard) -> None:
+    out, net = card.output, card.network
+    _choice("output.activation", out.activation, ACTIVATIONS)
+    _choice("output.resample", out.resample, RESAMPLES)
+    if not _is_num(out.threshold) or not 0 < out.threshold < 1:
+        raise CardError(f"output.threshold: must lie strictly between 0 and 1, got {out.threshold!r}")
+    if out.activation == "softmax" and net.out_channels < 2:
+        raise CardError("output.activation: softmax needs at least 2 output channels (background "
+                        "and one label); use sigmoid for a single channel")
+    produced = _produced_values(out, net)
+    if out.paint_order is not None:
+        if out.activation != "sigmoid":
+            raise CardError("output.paint_order: only meaningful with activation sigmoid")
+        if sorted(out.paint_order) != list(range(net.out_channels)):
+            raise CardError(f"output.paint_order: must list each channel 0..{net.out_channels - 1} "
+                            f"once, got {out.paint_order!r}")
+    stray = sorted(set(card.labels.names) - produced)
+    if stray:
+        raise CardError(f"labels: label {stray[0]} ({card.labels.names[stray[0]]!r}) is never produced: "
+                        f"the {net.out_channels} output channels with {out.activation} give label values "
+                        f"{sorted(produced)}; check network.out_channels or output.channel_values")
+    unnamed = sorted(produced - set(card.labels.names))
+    if unnamed and card.labels.names:
+        log.warning("card %s: label values %s have no name", card.name, unnamed)
+
+
+def _check_postprocess(steps: Any) -> None:
+    if not isinstance(steps, list):
+        raise CardError(f"postprocess: expected a list of steps, got {steps!r}")
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or "op" not in step:
+            raise CardError(f"postprocess[{i}]: expected a mapping with 'op', got {step!r}")
+        _choice(f"postprocess[{i}].op", step["op"], POSTPROCESS_OPS)
+        labels = step.get("labels")
+        if labels is not None and not (isinstance(labels, list) and all(_is_int(v) for v in labels)):
+            raise CardError(f"postprocess[{i}].labels: expected a list of label values, got {labels!r}")
+        if step["op"] == "remove_small" and not (_is_num(step.get("min_ml")) and step["min_ml"] >= 0):
+            raise CardError(f"postprocess[{i}].min_ml: remove_small needs a volume in mL >= 0, "
+                            f"got {step.get('min_ml')!r}")
+
+
+def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:
+    """Check a card as a whole; return it unchanged or raise ``CardError`` naming file and field.
+
+    Args:
+        card: the card to check.
+        check_weights: also require the weights file (resolved against the card's folder) to exist.
+    """
+    where = f"{card.path}: " if card.path else (f"card {card.name!r}: " if card.name else "")
+    try:
+        if not isinstance(card.name, str) or not card.name.strip():
+            raise CardError(f"name: must be a non-empty text, got {card.name!r}")
+        if not isinstance(card.network, NetworkSpec):
+            raise CardError("network: missing (required)")
+        _check_network(card.network, card.source)
+        _check_preprocessing(card.preprocessing, card.network)
+        _check_inference(card.inference, card.network)
+        _check_output(card)
+        _check_postprocess(card.postprocess)
+        if check_weights:
+            wp = card.weights_path()
+            if wp is None:
+                raise CardError("weights: missing; name the weights file beside the card")
+            if not wp.is_file():
+                raise CardError(f"weights: file {str(wp)!r} not found")
+    except CardError as exc:
+        raise CardError(f"{where}{exc}") from None
+    return card
+
+
+# ----------------------------------------------------------------------------- files
+
+def _tuples(card: ModelCard) -> ModelCard:
+    """Normalise lists from YAML/JSON to the tuple fields the dataclasses declare."""
+    pre, inf, it = card.preprocessing, card.inference, card.preprocessing.intensity
+    for obj, names in ((pre, ("spacing", "resize")), (inf, ("roi_size",)),
+                       (it, ("window", "out_range", "percentiles", "then_out_range"))):
+        for n in names:
+            v = getattr(obj, n)
+            if isinstance(v, list):
+                setattr(obj, n, tuple(v))
+    return card
+
+
+def load_card(path: str | Path, check_weights: bool = True) -> ModelCard:
+    """Read and validate a model card from a YAML (``.yaml``/``.yml``) or JSON file.
+
+    Args:
+        path: the card file, or a folder holding ``card.yaml``/``card.yml``/``card.json``.
+        check_weights: require the weights file the card names to exist.
+
+    Raises:
+        CardError: unreadable file, unknown or wrong fields, missing weights.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = next((path / n for n in CARD_NAMES if (path / n).is_file()), None)
+        if found is None:
+            raise CardError(f"{path}: folder holds no {' / '.join(CARD_NAMES)}")
+        path = found
+    if not path.is_file():
+        raise CardError(f"{path}: card file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise CardError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    card = _tuples(card_from_dict(data, path=path))
+    return validate_card(card, check_weights=check_weights)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def save_card(card: ModelCard, path: str | Path) -> Path:
+    """Write a card as YAML or JSON (by suffix); ``load_card`` reads it back to an equal card.
+
+    The card is validated first (without requiring the weights file), so a saved card always loads.
+    """
+    path = Path(path)
+    validate_card(card, check_weights=False)
+    data = _plain(card.to_dict())
+    if path.suffix.lower() == ".json":
+        data["labels"] = {str(k): v for k, v in data["labels"].items()}
+        if "label_colors" in data:
+            data["label_colors"] = {str(k): v for k, v in data["label_colors"].items()}
+        text = json.dumps(data, indent=2) + "\n"
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    else:
+        raise CardError(f"{path}: a card file ends in .yaml, .yml or .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- front door
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"device: {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device: {device!r} asked for, but no CUDA device is available")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ModelError(f"device: {device!r} asked for, but Apple MPS is not available")
+    return dev
+
+
+def network_for_card(card: ModelCard, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Build the card's network, load its weights, and return it in eval mode on ``device``."""
+    wp = card.weights_path()
+    if wp is None:
+        raise ModelError(f"{card.path or card.name}: weights: missing; the card names no weights file")
+    net = load_weights(build_network(card.network), wp)
+    return net.to(_device(device)).eval()
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
+               search_paths: list[str | Path] | None = None) -> tuple[ModelCard, torch.nn.Module]:
+    """Resolve a model and return its card and its ready network.
+
+    Args:
+        name_or_path: a built-in model name (see :func:`napari_medseg.core.registry.list_models`),
+            a card file, a folder holding a card, or a MONAI bundle folder (``configs/inference.json``).
+        device: where the network goes (``cpu``, ``cuda``, ``mps``); an unavailable device is an error
+            here, the caller decides about falling back.
+        search_paths: extra folders of built-in models for name look-up.
+
+    Returns:
+        ``(card, network)``: the network in eval mode on ``device``, weights loaded.
+
+    Raises:
+        ModelError: unknown name, wrong card, unusable bundle, missing or mismatching weights.
+    """
+    from napari_medseg.core import bundles, registry
+
+    dev = _device(device)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if path.is_dir() and bundles.is_bundle(path):
+            return bundles.load_bundle(path, device=dev)
+        card = load_card(path)
+    else:
+        looks_like_path = any(sep in str(name_or_path) for sep in ("/", "\\")) or path.suffix.lower() in (
+            ".yaml", ".yml", ".json")
+        if looks_like_path:
+            raise ModelError(f"{name_or_path}: no such card file or bundle folder")
+        card = registry.get_model_card(str(name_or_path), search_paths=search_paths)
+    return card, network_for_card(card, dev)
