@@ -27,6 +27,11 @@ def world_from_ras(affine_ras: np.ndarray) -> np.ndarray:
     return _WORLD_FROM_RAS @ np.asarray(affine_ras, dtype=float)
 
 
+def ras_from_world(affine_world: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`world_from_ras`: voxel -> napari world composed into voxel -> RAS."""
+    return np.linalg.inv(_WORLD_FROM_RAS) @ np.asarray(affine_world, dtype=float)
+
+
 def sitk_ras_affine(image: sitk.Image) -> np.ndarray:
     """RAS affine of ITK index (x, y, z) for a 3D SimpleITK image, written out from scratch."""
     d = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)

@@ -172,3 +172,22 @@ def test_one_file_in_a_two_series_folder_reads_its_own_series(realdata, tmp_path
     uid_hfdr = str(pydicom.dcmread(hfdr[0], stop_before_pixels=True).SeriesInstanceUID)
     assert vol.source.header["SeriesInstanceUID"] == uid_hfdr
     assert vol.source.header["number_of_files"] == 20
+
+
+@pytest.mark.parametrize(("source", "ref"), [
+    (SAG_HFS, "t1_fl2d_sag_20220407150138.json"), (SAG_HFDR, "t1_fl2d_sag_20220407151157.json"),
+])
+def test_sagittal_geometry_agrees_with_dcm2niix_reference_sidecars(realdata, source, ref):
+    """dcm2niix's own reading: row/column cosines and the slice step (4.8 mm, not 4)."""
+    import json
+
+    facts = json.loads((realdata / "dcm_qa_decubitus" / "Ref" / ref).read_text())
+    vol = read_volume(realdata / source)
+    assert vol.source.header["PatientPosition"] == facts["PatientPosition"]
+    lps = np.diag([-1.0, -1.0, 1.0]) @ vol.source.affine_ras[:3, :3]
+    cols = lps / np.linalg.norm(lps, axis=0)
+    iop = np.asarray(facts["ImageOrientationPatientDICOM"], dtype=float)
+    np.testing.assert_allclose(cols[:, 0], iop[:3], atol=1e-6)
+    np.testing.assert_allclose(cols[:, 1], iop[3:], atol=1e-6)
+    assert np.isclose(np.linalg.norm(lps[:, 2]), facts["SpacingBetweenSlices"], atol=1e-4)
+    assert facts["SliceThickness"] == vol.source.header["SliceThickness"] == 4
