@@ -124,8 +124,9 @@ def smooth(array: np.ndarray, sigma_mm: float, spacing: Sequence[float] | None =
     axis); a voxel takes the label with the highest blurred score, or background when the
     remainder (``1 - sum of scores``, which is the blurred "everything else" by linearity) is
     higher. Labels not chosen are never changed and never taken over; chosen labels may shrink to
-    background or grow into background. Small spurs and staircase edges vanish, volume is
-    roughly preserved, and touching labels keep a shared border.
+    background or grow into background. Small spurs and staircase edges vanish and touching
+    labels keep a shared border; flat faces stay put while sharp corners round off (a convex
+    shape loses some volume, more the larger ``sigma_mm`` is against its size).
     """
     array = check_label_array(array)
     sp = check_spacing(spacing, array.ndim)

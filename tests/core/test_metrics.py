@@ -1,0 +1,135 @@
+"""Dice, surface distances, label statistics and lesion detection against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_medseg.core.errors import GeometryError
+from napari_medseg.core.labels import LabelTable
+from napari_medseg.core.lesions import lesion_detection
+from napari_medseg.core.metrics import dice, evaluate, label_statistics, summarize
+
+
+def test_dice_of_two_overlapping_cubes_is_one_half():
+    pred = np.zeros((8, 6, 6), dtype=np.uint8)
+    ref = np.zeros_like(pred)
+    pred[0:4, 1:5, 1:5] = 1  # 64 voxels
+    ref[2:6, 1:5, 1:5] = 1  # 64 voxels, 32 shared
+    ref[7, 0, 0] = 2
+    assert dice(pred, ref) == {1: 0.5, 2: 0.0}
+    assert dice(pred, ref, labels=[1, 3]) == {1: 0.5, 3: 1.0}  # absent from both: 1
+
+
+def test_empty_labels_give_nan_when_absent_from_both_and_inf_when_missed():
+    pred = np.zeros((4, 4, 4), dtype=np.uint8)
+    ref = np.zeros_like(pred)
+    ref[1:3, 1:3, 1:3] = 2
+    scores = {s.value: s for s in evaluate(pred, ref, labels=[1, 2])}
+    assert scores[1].dice == 1.0 and math.isnan(scores[1].hd95_mm)
+    assert scores[2].dice == 0.0 and math.isinf(scores[2].hd95_mm)
+    assert scores[2].to_dict()["hd95_mm"] is None
+    mean = summarize(list(scores.values()))
+    assert mean["dice"] == 0.5 and math.isinf(mean["hd95_mm"])
+
+
+def test_parallel_planes_are_exactly_the_slice_offset_apart_in_mm():
+    # one-voxel-thick planes: every voxel is surface, and every distance is 3 slices x 2.5 mm
+    pred = np.zeros((6, 10, 10), dtype=np.uint8)
+    ref = np.zeros_like(pred)
+    ref[1] = 1
+    pred[4] = 1
+    (s,) = evaluate(pred, ref, spacing=(2.5, 0.7, 0.7))
+    assert s.hd95_mm == pytest.approx(7.5)
+    assert s.asd_mm == pytest.approx(7.5)
+    assert s.hd_mm == pytest.approx(7.5)
+    assert s.pred_ml == pytest.approx(100 * 2.5 * 0.49 / 1000)
+
+
+def test_hd95_ignores_the_outlying_five_percent():
+    # 100 voxels at distance 0 and k voxels 10 slices (20 mm) away, on the pred side only
+    def hd95(k):
+        ref = np.zeros((12, 10, 10), dtype=np.uint8)
+        ref[0] = 1
+        pred = ref.copy()
+        pred[10, 0, :k] = 1
+        (s,) = evaluate(pred, ref, spacing=(2.0, 1.0, 1.0))
+        return s
+
+    assert hd95(4).hd95_mm == pytest.approx(0.0)  # 4 of 104 < 5 %
+    assert hd95(4).hd_mm == pytest.approx(20.0)
+    # 6 of 106: numpy's linear percentile at rank 0.95 * 105 = 99.75 -> 0.75 x 20 mm
+    assert hd95(6).hd95_mm == pytest.approx(15.0)
+    assert hd95(6).asd_mm == pytest.approx(6 * 20.0 / 206)
+
+
+def test_hd_of_spheres_offset_along_the_coarse_axis_is_the_offset_in_mm():
+    shape = (20, 30, 30)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    spacing = (3.0, 1.0, 1.0)
+
+    def sphere(cz):
+        return (((zz - cz) * 3.0) ** 2 + (yy - 15) ** 2 + (xx - 15) ** 2 <= 8.0**2).astype(np.uint8)
+
+    (s,) = evaluate(sphere(11), sphere(8), spacing=spacing)  # 3 slices = 9 mm
+    assert s.hd_mm == pytest.approx(9.0)
+    assert 3.0 < s.hd95_mm <= 9.0
+    assert s.asd_mm < s.hd95_mm
+    (same,) = evaluate(sphere(8), sphere(8), spacing=spacing)
+    assert same.dice == 1.0 and same.hd95_mm == 0.0
+
+
+def test_shape_mismatch_is_a_geometry_error():
+    with pytest.raises(GeometryError, match=r"\(2, 2, 2\)"):
+        dice(np.zeros((2, 2, 2), np.uint8), np.zeros((2, 2, 3), np.uint8))
+
+
+def test_label_statistics_counts_volume_and_intensity():
+    labels = np.zeros((4, 4, 4), dtype=np.uint8)
+    labels[0:2, 0:2, 0:2] = 3
+    image = np.arange(64, dtype=np.int16).reshape(4, 4, 4)
+    rows = label_statistics(labels, spacing=(2.0, 1.0, 0.5), image=image, labels=[3, 4],
+                            names=LabelTable(names={3: "liver"}))
+    row = rows[0]
+    assert (row.value, row.name, row.voxels) == (3, "liver", 8)
+    assert row.volume_ml == pytest.approx(0.008)
+    inside = image[0:2, 0:2, 0:2].astype(float)
+    assert row.mean == pytest.approx(inside.mean()) and row.std == pytest.approx(inside.std())
+    assert (row.min, row.max) == (0.0, 21.0)
+    assert row.centroid == pytest.approx((0.5, 0.5, 0.5))
+    assert row.bbox == ((0, 2), (0, 2), (0, 2))
+    assert rows[1].voxels == 0 and rows[1].mean is None
+    with pytest.raises(GeometryError):
+        label_statistics(labels, image=np.zeros((4, 4, 5)))
+
+
+def test_lesion_detection_counts_found_missed_and_false_lesions():
+    ref = np.zeros((20, 20, 20), dtype=np.uint8)
+    pred = np.zeros_like(ref)
+    ref[1:5, 1:5, 1:5] = 1  # A, 64 voxels: found
+    pred[1:5, 1:5, 2:6] = 1  # overlap 48 -> Dice 0.75
+    ref[10:13, 10:13, 10:13] = 1  # B, 27 voxels: barely touched
+    pred[12:15, 12:15, 12:15] = 1  # overlap 1 -> Dice 2/54 < 0.1
+    ref[16, 16, 16] = 1  # C, missed
+    pred[1, 16, 16] = 1  # D, false positive
+    result = lesion_detection(pred, ref)
+    assert (result.n_ref, result.n_pred, result.found, result.true_pred) == (3, 3, 1, 1)
+    assert result.sensitivity == pytest.approx(1 / 3)
+    assert result.precision == pytest.approx(1 / 3)
+    big = lesion_detection(pred, ref, min_diameter_mm=4.5)  # 64 voxels ~ 4.96 mm, 27 ~ 3.72 mm
+    assert (big.n_ref, big.found, big.sensitivity) == (1, 1, 1.0)
+
+
+def test_a_lesion_split_in_two_by_the_prediction_still_counts_as_found():
+    ref = np.zeros((6, 6, 10), dtype=np.uint8)
+    pred = np.zeros_like(ref)
+    ref[1:5, 1:5, 1:9] = 2
+    pred[1:5, 1:5, 1:4] = 2
+    pred[1:5, 1:5, 6:9] = 2
+    result = lesion_detection(pred, ref, label=2)
+    assert result.n_pred == 2 and result.found == 1
+    assert result.ref[0].dice == pytest.approx(2 * 96 / (128 + 96))
+    empty = lesion_detection(np.zeros_like(ref), np.zeros_like(ref))
+    assert math.isnan(empty.sensitivity) and empty.to_dict()["precision"] is None
