@@ -232,3 +232,29 @@ def test_info_and_convert_never_modify_their_input(realdata, tmp_path, capfd, so
         rc, _, err = _run(capfd, "convert", "--force", copy, copy)
         _assert_one_line_error(rc, err, copy)
         assert _digest_tree(copy) == before
+
+
+def test_info_on_a_two_series_folder_says_which_series_it_read(realdata, tmp_path, capfd):
+    import os
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for tag, sub, count in (("a", SAG, 35), ("b", "dcm_qa_decubitus/In/HFDR/2_t1_fl2d_sag", 10)):
+        files = sorted(p for p in (realdata / sub).iterdir() if p.is_file())[:count]
+        for i, f in enumerate(files):
+            os.symlink(f, folder / f"{tag}{i:03d}.dcm")
+    rc = main(["info", "--json", str(folder)])
+    out, _ = capfd.readouterr()
+    assert rc == 0
+    facts = json.loads(out)
+    assert facts["number_of_files"] == 35
+    assert "2 series" in facts["note"] and facts["SeriesInstanceUID"] in facts["note"]
+
+
+def test_convert_4d_to_nrrd_is_a_one_line_error(tmp_path, capfd):
+    src = tmp_path / "four.nii.gz"
+    nib.Nifti1Image(np.zeros((3, 4, 5, 2), np.int16), np.eye(4)).to_filename(str(src))
+    out = tmp_path / "four.nrrd"
+    rc, _, err = _run(capfd, "convert", src, out)
+    _assert_one_line_error(rc, err, out)
+    assert not out.exists()

@@ -297,3 +297,19 @@ def test_source_scan_in_a_read_only_copy_is_never_modified_by_reading(realdata, 
     read_volume(src)
     read_volume(src / "01.dcm")
     assert {p.name: _digest(p) for p in src.iterdir()} == before
+
+
+def test_dicom_seg_is_refused_as_a_scan(realdata):
+    seg = realdata / "dcmqi_ct3slice" / "liver.dcm"
+    _assert_read_error(seg, "seg")
+
+
+def test_4d_labels_cannot_go_to_nrrd(tmp_path):
+    src = tmp_path / "four.nii.gz"
+    nib.Nifti1Image(np.zeros((3, 4, 5, 2), np.int16), np.eye(4)).to_filename(str(src))
+    vol = read_volume(src)
+    out = tmp_path / "labels.nrrd"
+    with pytest.raises(WriteError) as info:
+        write_labels(out, np.zeros(vol.array.shape, np.uint8), reference=vol)
+    assert str(out) in str(info.value) and "3D only" in str(info.value)
+    assert not out.exists()

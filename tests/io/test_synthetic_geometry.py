@@ -253,3 +253,23 @@ def test_2d_nifti_opens_as_one_slice_and_saves_on_its_grid(tmp_path):
     np.testing.assert_allclose(saved.GetOrigin()[:2], src_img.GetOrigin()[:2], atol=ATOL_MM)
     np.testing.assert_allclose(saved.GetSpacing()[:2], src_img.GetSpacing()[:2], atol=ATOL_MM)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(saved).reshape(9, 7).T, data > 30)
+
+
+def test_2d_metaimage_with_swapped_axes_opens_as_one_slice_and_saves_on_its_grid(tmp_path):
+    data = np.arange(35, dtype=np.int16).reshape(5, 7)  # [y, x]
+    image = sitk.GetImageFromArray(data)
+    image.SetSpacing((0.5, 2.0))
+    image.SetOrigin((3.0, 4.0))
+    image.SetDirection((0.0, 1.0, 1.0, 0.0))
+    src = tmp_path / "slice.mha"
+    sitk.WriteImage(image, str(src))
+    vol = read_volume(src)
+    assert vol.spatial_shape[0] == 1
+    out = tmp_path / "labels.mha"
+    write_labels(out, (vol.array % 3).astype(np.uint8), reference=vol)
+    saved = sitk.ReadImage(str(out))
+    assert saved.GetSize() == (7, 5, 1)
+    np.testing.assert_allclose(saved.GetSpacing()[:2], (0.5, 2.0))
+    np.testing.assert_allclose(saved.GetOrigin()[:2], (3.0, 4.0))
+    np.testing.assert_allclose(np.reshape(saved.GetDirection(), (3, 3))[:2, :2], [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(saved)[0], data % 3)
