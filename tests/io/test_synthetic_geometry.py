@@ -273,3 +273,26 @@ def test_2d_metaimage_with_swapped_axes_opens_as_one_slice_and_saves_on_its_grid
     np.testing.assert_allclose(saved.GetOrigin()[:2], (3.0, 4.0))
     np.testing.assert_allclose(np.reshape(saved.GetDirection(), (3, 3))[:2, :2], [[0, 1], [1, 0]])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(saved)[0], data % 3)
+
+
+@pytest.mark.parametrize(("qcode", "scode"), [(1, 0), (0, 2), (2, 1), (0, 0)])
+def test_qform_and_sform_codes_are_kept_on_oblique_grids(tmp_path, qcode, scode):
+    affine = _affine((2, 1, 0), (-1, 1, -1), rotation=_rotation((-14, 22, 9)),
+                     spacing=np.array([0.9, 1.1, 2.4]))
+    data = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
+    img = nib.Nifti1Image(data, None)
+    img.header.set_zooms((0.9, 1.1, 2.4))
+    img.header.set_qform(affine, code=qcode)
+    img.header.set_sform(affine, code=scode)
+    src = tmp_path / "codes.nii.gz"
+    img.to_filename(str(src))
+    src_img = nib.load(str(src))
+    vol = read_volume(src)
+    _assert_every_voxel_in_place(vol, data, src_img.affine)
+    out = tmp_path / "labels.nii.gz"
+    write_labels(out, (vol.array % 5).astype(np.uint8), reference=vol)
+    saved = nib.load(str(out))
+    assert int(saved.header["qform_code"]) == qcode and int(saved.header["sform_code"]) == scode
+    np.testing.assert_allclose(saved.affine, src_img.affine, atol=ATOL_MM)
+    np.testing.assert_array_equal(np.asanyarray(saved.dataobj), data % 5)
+    assert_geometry_equal(sitk.ReadImage(str(out)), sitk.ReadImage(str(src)))
