@@ -214,3 +214,39 @@ def test_panoptic_output_keeps_organs_and_numbers_lesions_with_a_table():
     np.testing.assert_array_equal(sem.array, a)
     with pytest.raises(ValueError, match="output mode"):
         make_output(a, "stuff")
+
+
+@pytest.mark.parametrize("operation", [
+    lambda a: keep_largest_component(a),
+    lambda a: remove_small_islands(a, 0.001),
+    lambda a: fill_holes(a),
+    lambda a: split_instances(a)[0],
+    lambda a: split_label(a, 1),
+    lambda a: relabel(a, {1: 2}),
+    lambda a: dilate(a, 1.5),
+    lambda a: erode(a, 1.0),
+    lambda a: smooth(a, 1.0),
+    lambda a: fill_between_slices(a),
+    lambda a: make_output(a, "panoptic", instance_labels=[2]).array,
+])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_every_operation_returns_a_new_uint8_array_and_keeps_its_input(operation, ndim):
+    a = blobs().astype(np.int32)
+    if ndim == 2:
+        a = a[1]
+    before = a.copy()
+    out = operation(a)
+    assert out.dtype == np.uint8 and out.shape == a.shape
+    assert out is not a
+    np.testing.assert_array_equal(a, before)
+
+
+def test_bad_inputs_are_named_in_the_error():
+    with pytest.raises(ValueError, match="dtype float"):
+        keep_largest_component(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match=">= 0"):
+        keep_largest_component(-np.ones((2, 2, 2), dtype=np.int16))
+    with pytest.raises(ValueError, match="label value 0"):
+        keep_largest_component(blobs(), labels=0)
+    with pytest.raises(ValueError, match="radius_mm"):
+        dilate(blobs(), -1)

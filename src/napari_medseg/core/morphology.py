@@ -70,22 +70,24 @@ def dilate(array: np.ndarray, radius_mm: float, spacing: Sequence[float] | None 
     out = array.copy()
     if radius == 0 or not present:
         return finish(out)
-    box = pad_box(union_box(boxes[v] for v in present), array.shape, _margin(radius, sp))
-    crop = array[box]
-    seeds = np.isin(crop, present)
-    if len(present) == 1:
+    margin = _margin(radius, sp)
+    region = pad_box(union_box(boxes[v] for v in present), array.shape, margin)
+    # nearest distance to any grown label so far (float32 over the region: 4 bytes a voxel),
+    # each label's distance transform only over its own box plus the radius
+    best = np.full(tuple(s.stop - s.start for s in region), np.inf, dtype=np.float32)
+    winner = np.zeros(best.shape, dtype=array.dtype)
+    for value in present:
+        box = pad_box(boxes[value], array.shape, margin)
+        local = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
+        crop = array[box]
+        seeds = crop == value
         dist = ndimage.distance_transform_edt(~seeds, sampling=sp)
-        nearest = None
-    else:
-        dist, nearest = ndimage.distance_transform_edt(~seeds, sampling=sp, return_indices=True)
-    grow = (dist <= radius * (1 + _TOL)) & ~seeds
-    if not overwrite:
-        grow &= crop == 0
-    target = out[box]
-    if nearest is None:
-        target[grow] = present[0]
-    else:
-        target[grow] = crop[tuple(i[grow] for i in nearest)]
+        take = (dist <= radius * (1 + _TOL)) & ~seeds & (dist < best[local])
+        take &= ~np.isin(crop, present) if overwrite else crop == 0
+        best[local][take] = dist[take]
+        winner[local][take] = value
+    grown = winner > 0
+    out[region][grown] = winner[grown]
     return finish(out)
 
 
@@ -142,7 +144,7 @@ def smooth(array: np.ndarray, sigma_mm: float, spacing: Sequence[float] | None =
     crop = array[region]
     total = np.zeros(crop.shape, dtype=np.float32)
     best = np.zeros(crop.shape, dtype=np.float32)
-    best_label = np.zeros(crop.shape, dtype=np.int64)
+    best_label = np.zeros(crop.shape, dtype=array.dtype)
     for value in present:
         box = pad_box(boxes[value], array.shape, margin)
         local = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
@@ -152,9 +154,11 @@ def smooth(array: np.ndarray, sigma_mm: float, spacing: Sequence[float] | None =
         better = score > best[local]
         best[local][better] = score[better]
         best_label[local][better] = value
+    np.subtract(1.0, total, out=total)  # the blurred "everything else"
+    best_label[best <= total] = 0
+    del best, total
     editable = (crop == 0) | np.isin(crop, present)
-    result = np.where(best > 1.0 - total, best_label, 0)
-    out[region][editable] = result[editable]
+    out[region][editable] = best_label[editable]
     return finish(out)
 
 
