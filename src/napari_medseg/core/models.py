@@ -33,7 +33,7 @@ from napari_medseg.core.errors import CardError, ModelError
 from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.networks import build_network, load_weights
 
-__all__ = ["load_card", "save_card", "card_from_dict", "validate_card", "build_network",
+__all__ = ["load_card", "save_card", "card_to_data", "card_from_dict", "validate_card", "build_network",
            "load_weights", "load_model", "CARD_NAMES"]
 
 log = logging.getLogger(__name__)
@@ -353,6 +353,11 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def card_to_data(card: ModelCard) -> dict[str, Any]:
+    """The card as plain YAML/JSON-ready data (lists, not tuples); what ``save_card`` writes."""
+    return _plain(card.to_dict())
+
+
 def save_card(card: ModelCard, path: str | Path) -> Path:
     """Write a card as YAML or JSON (by suffix); ``load_card`` reads it back to an equal card.
 
@@ -360,7 +365,7 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
     """
     path = Path(path)
     validate_card(card, check_weights=False)
-    data = _plain(card.to_dict())
+    data = card_to_data(card)
     if path.suffix.lower() == ".json":
         data["labels"] = {str(k): v for k, v in data["labels"].items()}
         if "label_colors" in data:

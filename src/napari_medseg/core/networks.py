@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,6 +106,8 @@ def _check_arch_args(arch: str, dims: int, kw: dict[str, Any]) -> None:
         n_k = _seq_len("kernel_size", kw["kernel_size"])
         n_s = _seq_len("strides", kw["strides"])
         n_u = _seq_len("upsample_kernel_size", kw["upsample_kernel_size"])
+        if n_k < 3:
+            raise ModelError(f"network.kwargs.kernel_size: DynUNet needs at least 3 levels, got {n_k}")
         if n_k != n_s:
             raise ModelError(f"network.kwargs.strides: DynUNet needs as many strides as kernel "
                              f"sizes ({n_k}), got {n_s}")
@@ -253,7 +256,9 @@ def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
         raise ModelError(f"{path}: weights file not found")
     if is_torchscript(path):
         try:
-            scripted = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; archives still load
+                warnings.simplefilter("ignore", DeprecationWarning)
+                scripted = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as exc:
             raise ModelError(f"{path}: broken TorchScript archive: {exc}") from exc
         try:
