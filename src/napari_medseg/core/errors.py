@@ -26,3 +26,11 @@ class ModelError(MedsegError):
 
 class CardError(ModelError):
     """A model card whose content is wrong; the message names the file, the field and why."""
+
+
+class InferenceError(MedsegError):
+    """A model that cannot run on this input: wrong number of input volumes, unusable device..."""
+
+
+class Cancelled(MedsegError):
+    """A long job stopped because its ``should_stop`` callback said so; no partial result is kept."""

@@ -1,0 +1,199 @@
+"""Sliding-window inference that stitches slab by slab instead of holding every class everywhere.
+
+MONAI's ``sliding_window_inference`` adds every window into a float32 map of all classes over the
+whole volume plus a float32 count map: about ``4 * C + 4`` bytes a voxel, 30 GB for a 105-class
+model on a 512x512x300 CT. Here windows are visited in order of their start along the first axis
+(the *stitch axis*); the window scores accumulate in a buffer that spans at most two window depths
+along that axis, and as soon as no later window can touch a row, those rows are handed to a
+*consumer* (which turns them into labels) and dropped. Memory then grows with the slab, not with
+the volume, and not with the number of classes times the volume.
+
+The window grid (start positions, zero padding of volumes smaller than the window, Gaussian or
+constant importance) is MONAI's, so the same windows are blended with the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_medseg.core.errors import Cancelled
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+StopCheck = Callable[[], bool]
+# consumer(scores (C, n, H, W), weights (n, H, W) float32, first_row)
+Consumer = Callable[[torch.Tensor, torch.Tensor, int], None]
+
+
+def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: Sequence[float]) -> tuple[int, ...]:
+    """Step between window starts per axis, exactly as MONAI computes it."""
+    out = []
+    for n, r, o in zip(image_size, roi_size, overlap):
+        if r == n:
+            out.append(int(r))
+        else:
+            step = int(r * (1 - o))
+            out.append(step if step > 0 else 1)
+    return tuple(out)
+
+
+def window_starts(image_size: Sequence[int], roi_size: Sequence[int], overlap: Sequence[float]) -> list[list[int]]:
+    """Window start indices per axis on a grid of ``image_size`` (already padded to >= roi)."""
+    steps = scan_interval(image_size, roi_size, overlap)
+    starts = []
+    for n, r, step in zip(image_size, roi_size, steps):
+        count = 1
+        for d in range(int(math.ceil(float(n) / step))):
+            if d * step + r >= n:
+                count = d + 1
+                break
+        axis_starts = []
+        for i in range(count):
+            s = i * step
+            s -= max(s + r - n, 0)
+            axis_starts.append(s)
+        starts.append(axis_starts)
+    return starts
+
+
+def importance_map(roi_size: Sequence[int], blend: str, sigma_scale: float = 0.125) -> torch.Tensor:
+    """Blending weights of one window (float32), MONAI's ``compute_importance_map``."""
+    from monai.data.utils import compute_importance_map
+
+    mode = "gaussian" if blend == "gaussian" else "constant"
+    return compute_importance_map(tuple(int(r) for r in roi_size), mode=mode, sigma_scale=sigma_scale,
+                                  device="cpu", dtype=torch.float32)
+
+
+@dataclass
+class Window:
+    """One window: where it reads (in real, unpadded coordinates, clipped) and where it sits in the
+    ROI-sized tensor the network sees."""
+
+    src: tuple[slice, slice, slice]
+    dst: tuple[slice, slice, slice]
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        return self.src[0].start, self.src[0].stop
+
+
+def plan_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float | Sequence[float]) -> list[Window]:
+    """All windows over a volume of ``shape``, sorted by their start on the stitch axis (axis 0).
+
+    Volumes smaller than the window are padded symmetrically with zeros, as MONAI does; a window
+    then reads only the real voxels and the padding stays zero in the network input.
+    """
+    overlap = [float(overlap)] * 3 if np.isscalar(overlap) else [float(o) for o in overlap]
+    roi = [int(r) for r in roi_size]
+    pad_lo = [max(r - n, 0) // 2 for n, r in zip(shape, roi)]
+    padded = [max(n, r) for n, r in zip(shape, roi)]
+    starts = window_starts(padded, roi, overlap)
+    windows = []
+    for s0 in starts[0]:
+        for s1 in starts[1]:
+            for s2 in starts[2]:
+                src, dst = [], []
+                for s, lo, r, n in zip((s0, s1, s2), pad_lo, roi, shape):
+                    a, b = s - lo, s - lo + r
+                    ca, cb = max(a, 0), min(b, n)
+                    src.append(slice(ca, cb))
+                    dst.append(slice(ca - a, cb - a))
+                windows.append(Window(tuple(src), tuple(dst)))
+    return windows
+
+
+class SlabStitcher:
+    """Blend window outputs into a buffer of rows along axis 0 and hand finished rows on.
+
+    Args:
+        n_classes: output channels of the network.
+        shape: spatial shape of the work volume ``(D, H, W)``.
+        roi_size: window size.
+        importance: blending weights of a window (float32, ``roi_size``).
+        consumer: called with finished ``(C, n, H, W)`` scores (un-normalised sums), their
+            ``(n, H, W)`` float32 weight sums and the first row index, in row order.
+        acc_dtype: accumulator dtype; float16 halves the buffer for many classes (nnU-Net does the
+            same for its whole volume; here only the slab is held).
+    """
+
+    def __init__(self, n_classes: int, shape: Sequence[int], roi_size: Sequence[int], importance: torch.Tensor,
+                 consumer: Consumer, acc_dtype: torch.dtype = torch.float32):
+        self.shape = tuple(int(s) for s in shape)
+        self.depth = min(2 * int(roi_size[0]), self.shape[0])
+        self.scores = torch.zeros((n_classes, self.depth) + self.shape[1:], dtype=acc_dtype)
+        self.weights = torch.zeros((self.depth,) + self.shape[1:], dtype=torch.float32)
+        self.importance = importance
+        self.constant = bool(torch.all(importance == 1))
+        self.consumer = consumer
+        self.base = 0  # volume row of buffer row 0
+        self.flushed = 0  # rows handed on so far
+
+    def add(self, window: Window, output: torch.Tensor) -> None:
+        """Add one window's scores ``(C, *roi)`` (any float dtype) where the window sits."""
+        z0, z1 = window.rows
+        if z1 > self.base + self.depth:
+            self._flush_until(z0)
+        src = (slice(z0 - self.base, z1 - self.base),) + window.src[1:]
+        weight = self.importance[window.dst]
+        out = output[(slice(None),) + window.dst]
+        if not self.constant:
+            out = out * weight
+        self.scores[(slice(None),) + src] += out
+        self.weights[src] += weight
+
+    def finish(self) -> None:
+        """Hand on every remaining row (call after the last window)."""
+        self._flush_until(self.shape[0])
+
+    def _flush_until(self, row: int) -> None:
+        n = row - self.base
+        if n <= 0:
+            return
+        self.consumer(self.scores[:, :n], self.weights[:n], self.base)
+        self.flushed = row
+        keep = self.depth - n
+        if keep > 0:
+            self.scores[:, :keep] = self.scores[:, n:].clone()
+            self.weights[:keep] = self.weights[n:].clone()
+        self.scores[:, max(keep, 0):].zero_()
+        self.weights[max(keep, 0):].zero_()
+        self.base = row
+
+
+def run_windows(windows: Sequence[Window], read: Callable[[Window], torch.Tensor],
+                forward: Callable[[torch.Tensor], torch.Tensor], stitcher: SlabStitcher, roi_size: Sequence[int],
+                in_channels: int, batch_size: int, progress: Progress | None = None,
+                should_stop: StopCheck | None = None) -> None:
+    """Feed windows through ``forward`` in batches and stitch them.
+
+    Args:
+        windows: from :func:`plan_windows`, in stitch order.
+        read: returns the normalised input of a window's ``src`` region ``(in_channels, ...)``.
+        forward: network call on a batch ``(B, in_channels, *roi)`` -> ``(B, C, *roi)``.
+        progress: called after each batch with (windows done, windows total, message).
+        should_stop: checked before each batch; True raises :class:`Cancelled`.
+    """
+    total = len(windows)
+    roi = tuple(int(r) for r in roi_size)
+    for first in range(0, total, batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"stopped after {first} of {total} windows")
+        batch = windows[first:first + batch_size]
+        inputs = torch.zeros((len(batch), in_channels) + roi, dtype=torch.float32)
+        for i, w in enumerate(batch):
+            inputs[(i, slice(None)) + w.dst] = read(w)
+        outputs = forward(inputs)
+        for i, w in enumerate(batch):
+            stitcher.add(w, outputs[i])
+        del outputs
+        if progress is not None:
+            progress(first + len(batch), total, f"window {first + len(batch)}/{total}")
+    stitcher.finish()
