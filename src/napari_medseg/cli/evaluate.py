@@ -1,4 +1,4 @@
-"""``napari-medseg evaluate PRED REF [--json]``: Dice and HD95 (mm) per label between two label maps.
+"""``napari-medseg evaluate PRED REF [--json]``: per-label Dice and HD95 (mm) of two label maps.
 
 Labels are matched by name when both files carry real label names (sidecars), else by value.
 Both maps must lie on one grid; when they do not but both have geometry, PRED is resampled onto

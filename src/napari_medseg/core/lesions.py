@@ -79,8 +79,8 @@ def _side(sizes: np.ndarray, inter: np.ndarray, other_sizes: np.ndarray, mine: n
         denom = sizes[i] + union_sizes[i]
         d = 2.0 * inter_sum[i] / denom if denom else 0.0
         vol = sizes[i] * voxel_mm3
-        out.append(Lesion(i, int(sizes[i]), vol / 1000.0, float(equivalent_diameter(vol, ndim)),
-                          float(d), bool(d > min_dice)))
+        out.append(Lesion(i, int(sizes[i]), float(vol) / 1000.0,
+                          float(equivalent_diameter(vol, ndim)), float(d), bool(d > min_dice)))
     return out
 
 

@@ -224,7 +224,8 @@ def relabel(array: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
     array = check_label_array(array)
     for old, new in mapping.items():
         if int(old) != old or int(new) != new or old < 0 or new < 0:
-            raise ValueError(f"relabel mapping {old!r} -> {new!r}: values must be whole numbers >= 0")
+            raise ValueError(
+                f"relabel mapping {old!r} -> {new!r}: values must be whole numbers >= 0")
     top = int(array.max()) if array.size else 0
     lut = np.arange(top + 1, dtype=np.int64)
     for old, new in mapping.items():

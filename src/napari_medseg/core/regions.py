@@ -48,7 +48,8 @@ def connectivity_structure(ndim: int, connectivity: int = 1,
     if rank is None:
         if not 1 <= int(connectivity) <= ndim:
             allowed = sorted(set(range(1, ndim + 1)) | set(_NEIGHBOURS.get(ndim, {})))
-            raise ValueError(f"connectivity={connectivity} is not valid in {ndim}D; use one of {allowed}")
+            raise ValueError(
+                f"connectivity={connectivity} is not valid in {ndim}D; use one of {allowed}")
         rank = int(connectivity)
     structure = ndimage.generate_binary_structure(ndim, rank)
     if within_axis is not None:
@@ -64,7 +65,8 @@ def check_label_array(array: np.ndarray, name: str = "labels") -> np.ndarray:
     """Return ``array`` as an ndarray after checking it is a 2D/3D array of whole values >= 0."""
     array = np.asarray(array)
     if array.ndim not in (2, 3):
-        raise ValueError(f"{name} must be a 2D or 3D array, got {array.ndim}D of shape {array.shape}")
+        raise ValueError(
+            f"{name} must be a 2D or 3D array, got {array.ndim}D of shape {array.shape}")
     if array.dtype.kind == "b":
         return array.view(np.uint8)
     if array.dtype.kind not in "iu":
