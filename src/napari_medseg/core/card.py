@@ -22,7 +22,11 @@ Example card (YAML)::
       intensity: {kind: window, window: [-57, 164], out_range: [0, 1], clip: true}
     inference: {mode: 3d, roi_size: [96, 96, 96], overlap: 0.25, blend: gaussian}
     output: {activation: softmax}
+    postprocess: [{op: largest_component, labels: [2]}, {op: remove_small, min_ml: 5.0}]
     weights: model.pt
+
+Files are read, validated and written by :mod:`napari_medseg.core.models` (``load_card``,
+``save_card``); a wrong card fails there with a message naming the field.
 """
 
 from __future__ import annotations
