@@ -195,7 +195,7 @@ class LabelWriter:
             plane = rows[c]
             for d, pos in zip((1, 2), self.in_plane):
                 if not self.space.maps[d].identity:
-                    plane = resample_axis(plane, d - 1, pos, "linear")
+                    plane = resample_axis(plane, d, pos, "linear")
             if self.activation == "softmax":
                 if best is None:
                     best = plane.clone()
