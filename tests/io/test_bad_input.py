@@ -168,8 +168,10 @@ def test_singular_affine(tmp_path):
 
 @pytest.fixture
 def scan(tmp_path):
+    """A small CT-like scan (negative values, so it can never pass for a label map)."""
     path = tmp_path / "scan.nii.gz"
-    _small_nifti(path, np.diag([2.0, 2.0, 3.0, 1.0]))
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) * 10 - 600
+    nib.Nifti1Image(data, np.diag([2.0, 2.0, 3.0, 1.0])).to_filename(str(path))
     return path, read_volume(path)
 
 

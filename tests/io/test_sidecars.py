@@ -87,3 +87,26 @@ def test_more_than_255_labels_are_saved_as_uint16(tmp_path, scan):
     small = tmp_path / "few.nii.gz"
     write_labels(small, (scan.array % 3).astype(np.int64), reference=scan)
     assert nib.load(str(small)).get_data_dtype() == np.uint8
+
+
+def test_an_edited_label_file_can_be_saved_back_over_itself_but_never_over_its_scan(tmp_path):
+    import numpy as np
+
+    from napari_medseg import Volume, read_volume, write_labels
+    from napari_medseg.core.errors import WriteError
+    from napari_medseg.io import write_volume
+
+    scan = Volume(array=np.arange(60, dtype=np.int16).reshape(3, 4, 5) - 30,
+                  affine=np.diag([2.0, 1.0, 1.0, 1.0]))
+    write_volume(tmp_path / "scan.nii.gz", scan)
+    scan = read_volume(tmp_path / "scan.nii.gz")
+    labels_path = tmp_path / "labels.nii.gz"
+    write_labels(labels_path, (scan.array > 0).astype(np.uint8), reference=scan)
+    labels = read_volume(labels_path)
+    assert labels.source.kind == "labels"
+    labels.array = labels.array.copy()
+    labels.array[0, 0, 0] = 2
+    write_labels(labels_path, labels)  # saving an edited label file in place is allowed
+    assert read_volume(labels_path).array[0, 0, 0] == 2
+    with pytest.raises(WriteError, match="refusing to overwrite the scan"):
+        write_labels(tmp_path / "scan.nii.gz", labels.array, reference=scan)

@@ -9,6 +9,8 @@ from napari_medseg.io import read_volume, write_volume
 
 
 def _run(args) -> int:
+    if os.path.exists(args.output) and os.path.realpath(args.output) == os.path.realpath(args.input):
+        raise WriteError(f"{args.output}: is the input; convert never modifies its input")
     if os.path.exists(args.output) and not args.force:
         raise WriteError(f"{args.output}: already exists (use --force to replace it)")
     volume = read_volume(args.input)

@@ -54,6 +54,8 @@ class FileGeometry:
         header: header facts needed for a faithful rewrite, JSON-friendly (for NIfTI: qform and
             sform matrices and codes, units; for DICOM: series UID, rescale, padding...).
         path: the file or folder that was read.
+        kind: ``image`` for a scan, ``labels`` for a label map file. A label map may be saved back
+            over its own file (after editing); a scan is never overwritten by a labels save.
     """
 
     ornt: np.ndarray
@@ -62,6 +64,7 @@ class FileGeometry:
     format: str
     header: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    kind: str = "image"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (what napari layer metadata carries)."""
@@ -72,6 +75,7 @@ class FileGeometry:
             "format": self.format,
             "header": _jsonable(self.header),
             "path": self.path,
+            "kind": self.kind,
         }
 
     @classmethod
@@ -83,6 +87,7 @@ class FileGeometry:
             format=d["format"],
             header=dict(d.get("header") or {}),
             path=d.get("path"),
+            kind=d.get("kind", "image"),
         )
 
 

@@ -108,6 +108,7 @@ def volume_from_file_array(fa: FileArray) -> Volume:
     labels = read_sidecar(fa.path) if fa.format != "dicom" else None
     if labels is None and fa.format != "dicom" and looks_like_labels(array):
         labels = LabelTable()
+    source.kind = "labels" if labels is not None else "image"
     return Volume(
         array=napari_array, affine=affine_world, source=source, labels=labels,
         meta=dict(fa.meta), channel_axis_name="time" if napari_array.ndim == 4 else None,

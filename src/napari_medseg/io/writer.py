@@ -52,7 +52,8 @@ def write_volume(path: str | Path, volume: Volume) -> list[str]:
     fmt = output_format(path)
     src = volume.source
     if src is not None and src.path and os.path.exists(path):
-        if os.path.realpath(path) == os.path.realpath(src.path):
+        same_file = os.path.realpath(path) == os.path.realpath(src.path)
+        if same_file and not (src.kind == "labels" and volume.labels is not None):
             raise WriteError(f"{path}: refusing to overwrite the scan this volume was read from")
     array, affine_ras, header = _file_order(volume)
     if volume.labels is not None:
