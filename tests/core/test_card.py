@@ -154,3 +154,14 @@ def test_save_card_refuses_an_invalid_card_instead_of_writing_it(tmp_path):
     with pytest.raises(CardError, match="inference.overlap"):
         save_card(card, tmp_path / "card.yaml")
     assert not (tmp_path / "card.yaml").exists()
+
+
+def test_an_unavailable_device_falls_back_to_the_cpu_with_a_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = _write(tmp_path, CARD)
+    with caplog.at_level("WARNING"):
+        _, net = load_model(path, device="cuda")
+    assert next(net.parameters()).device.type == "cpu"
+    assert "no CUDA device" in caplog.text
+    with pytest.raises(ModelError, match="not a device name"):
+        load_model(path, device="gpu-please")

@@ -382,15 +382,18 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- front door
 
-def _device(device: str | torch.device) -> torch.device:
+def device_or_cpu(device: str | torch.device) -> torch.device:
+    """The device asked for when present, else the CPU with a warning (as the engine does)."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ModelError(f"device: {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device: {device!r} asked for, but no CUDA device is available")
+        log.warning("device %r asked for, but no CUDA device is available; using the CPU", str(device))
+        return torch.device("cpu")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ModelError(f"device: {device!r} asked for, but Apple MPS is not available")
+        log.warning("device %r asked for, but Apple MPS is not available; using the CPU", str(device))
+        return torch.device("cpu")
     return dev
 
 
@@ -400,7 +403,7 @@ def network_for_card(card: ModelCard, device: str | torch.device = "cpu") -> tor
     if wp is None:
         raise ModelError(f"{card.path or card.name}: weights: missing; the card names no weights file")
     net = load_weights(build_network(card.network), wp)
-    return net.to(_device(device)).eval()
+    return net.to(device_or_cpu(device)).eval()
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
@@ -410,8 +413,8 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     Args:
         name_or_path: a built-in model name (see :func:`napari_medseg.core.registry.list_models`),
             a card file, a folder holding a card, or a MONAI bundle folder (``configs/inference.json``).
-        device: where the network goes (``cpu``, ``cuda``, ``mps``); an unavailable device is an error
-            here, the caller decides about falling back.
+        device: where the network goes (``cpu``, ``cuda``, ``mps``); an unavailable one falls back
+            to the CPU with a logged warning (check the returned network's parameters' device).
         search_paths: extra folders of built-in models for name look-up.
 
     Returns:
@@ -422,7 +425,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     """
     from napari_medseg.core import bundles, registry
 
-    dev = _device(device)
+    dev = device_or_cpu(device)
     path = Path(name_or_path).expanduser()
     if path.exists():
         if path.is_dir() and bundles.is_bundle(path):
