@@ -81,7 +81,8 @@ class LabelWriter:
         self.threshold = float(threshold)
         self.values = list(channel_values) if channel_values is not None else None
         self.paint_order = list(paint_order) if paint_order is not None else None
-        self.dtype = torch.from_numpy(np.zeros(0, dtype=out.dtype)).dtype
+        # torch has no masked_fill for uint16/uint32: count in int32 and cast when writing
+        self.dtype = torch.uint8 if out.dtype == np.uint8 else torch.int32
         self.row_offset = row_offset
         n_scan = space.scan_shape[0]
         pos = space.maps[0].model_positions(n_scan) - row_offset
