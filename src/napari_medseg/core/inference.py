@@ -122,6 +122,25 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Run a card's ``postprocess`` steps (``largest_component``, ``remove_small``, ``fill_holes``)."""
+    from napari_medseg.core import postprocess as pp
+
+    for step in steps:
+        step = dict(step)
+        op = step.pop("op", None)
+        labels = step.pop("labels", None)
+        if op == "largest_component":
+            array = pp.keep_largest_component(array, labels=labels)
+        elif op == "remove_small":
+            array = pp.remove_small_islands(array, float(step.get("min_ml", 0.0)), spacing=spacing, labels=labels)
+        elif op == "fill_holes":
+            array = pp.fill_holes(array, labels=labels)
+        else:
+            raise InferenceError(f"postprocess op {op!r}: expected largest_component, remove_small or fill_holes")
+    return array
+
+
 # ------------------------------------------------------------------------------- results
 
 @dataclass
@@ -187,7 +206,8 @@ class Segmenter:
     def predict(self, volume: Volume, *, progress: Callable[[int, int, str], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, mode: str | None = None,
                 slice_index: int | None = None, axis: int | None = None, return_probability: bool = False,
-                extra_channels: Sequence[Volume | np.ndarray] | None = None) -> SegmentationResult:
+                extra_channels: Sequence[Volume | np.ndarray] | None = None,
+                postprocess: bool = True) -> SegmentationResult:
         """Segment ``volume``; the labels come back on its own grid.
 
         Args:
@@ -201,6 +221,7 @@ class Segmenter:
                 (default: the card's slice axis for 2D models, 0 for 3D).
             return_probability: also return the winning class's probability as float16.
             extra_channels: the other input volumes of a multi-channel model (same grid).
+            postprocess: apply the card's post-processing steps (whole volumes only).
 
         Raises:
             InferenceError: input volumes that do not fit the model, or an impossible mode.
@@ -278,6 +299,10 @@ class Segmenter:
             run_windows(windows, read, forward, stitcher, work_roi, array.shape[0] if array.ndim == 4 else 1,
                         self.batch_size, progress=progress, should_stop=should_stop)
         writer.check_complete()
+        if postprocess and card.postprocess and slice_index is None:
+            if progress is not None:
+                progress(len(windows), len(windows), "post-processing")
+            out = apply_postprocess(card.postprocess, out, volume.spacing)
         seconds = time.perf_counter() - t0
         log.info("%s: %d windows in %.2f s", card.name, len(windows), seconds)
         result_axis = napari_axis if slice_index is not None else None
