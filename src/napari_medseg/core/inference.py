@@ -273,7 +273,8 @@ class Segmenter:
         if self.spatial_dims == 2:
             weights = weights.unsqueeze(0)
         acc_dtype = torch.float32 if n_classes <= 4 else torch.float16
-        stitcher = SlabStitcher(n_classes, shape, work_roi, weights, writer, acc_dtype=acc_dtype)
+        stitcher = SlabStitcher(n_classes, shape, work_roi, weights, writer, acc_dtype=acc_dtype,
+                                need_weights=writer.needs_weights)
         overlap = float(card.inference.overlap)
         windows = plan_windows(shape, work_roi, (0.0, overlap, overlap) if mode == "2d" else overlap)
         if progress is not None:

@@ -94,6 +94,11 @@ class LabelWriter:
         self.in_plane = [space.maps[k].model_positions(space.scan_shape[k]) for k in (1, 2)]
         self.in_plane_identity = all(space.maps[k].identity for k in (1, 2))
 
+    @property
+    def needs_weights(self) -> bool:
+        """Whether normalised scores are needed (else argmax on raw sums is the same)."""
+        return self.activation == "sigmoid" or self.prob_view is not None or self.resample == "linear"
+
     # -- the consumer --------------------------------------------------------------------------
     def __call__(self, scores: torch.Tensor, weights: torch.Tensor, row0: int) -> None:
         if self.resample == "linear":

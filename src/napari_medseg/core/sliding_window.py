@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 StopCheck = Callable[[], bool]
-# consumer(scores (C, n, H, W), weights (n, H, W) float32, first_row)
+# consumer(scores (C, n, H, W), weights (n, H, W) float32 or None, first_row)
 Consumer = Callable[[torch.Tensor, torch.Tensor, int], None]
 
 
@@ -125,11 +125,15 @@ class SlabStitcher:
     """
 
     def __init__(self, n_classes: int, shape: Sequence[int], roi_size: Sequence[int], importance: torch.Tensor,
-                 consumer: Consumer, acc_dtype: torch.dtype = torch.float32):
+                 consumer: Consumer, acc_dtype: torch.dtype = torch.float32, need_weights: bool = True):
         self.shape = tuple(int(s) for s in shape)
-        self.depth = min(2 * int(roi_size[0]), self.shape[0])
+        # windows of one start row are all added before the next start: a buffer one window deep
+        # suffices when finished rows are handed on at every new start row
+        self.depth = min(int(roi_size[0]), self.shape[0])
         self.scores = torch.zeros((n_classes, self.depth) + self.shape[1:], dtype=acc_dtype)
-        self.weights = torch.zeros((self.depth,) + self.shape[1:], dtype=torch.float32)
+        # argmax does not change when every class is divided by the same positive weight sum:
+        # the weight buffer is only kept when normalised scores are needed
+        self.weights = torch.zeros((self.depth,) + self.shape[1:], dtype=torch.float32) if need_weights else None
         self.importance = importance
         self.constant = bool(torch.all(importance == 1))
         self.consumer = consumer
@@ -137,35 +141,44 @@ class SlabStitcher:
         self.flushed = 0  # rows handed on so far
 
     def add(self, window: Window, output: torch.Tensor) -> None:
-        """Add one window's scores ``(C, *roi)`` (any float dtype) where the window sits."""
+        """Add one window's scores ``(C, *roi)`` (any float dtype) where the window sits.
+
+        ``output`` is scaled in place by the importance map (it is the network's output, used once).
+        """
         z0, z1 = window.rows
-        if z1 > self.base + self.depth:
+        if z0 > self.base:
             self._flush_until(z0)
+        if z1 > self.base + self.depth:
+            raise RuntimeError(f"window rows {z0}..{z1} do not fit the stitch buffer at {self.base}")
         src = (slice(z0 - self.base, z1 - self.base),) + window.src[1:]
         weight = self.importance[window.dst]
         out = output[(slice(None),) + window.dst]
         if not self.constant:
-            out = out * weight
+            out = out.mul_(weight)
         self.scores[(slice(None),) + src] += out
-        self.weights[src] += weight
+        if self.weights is not None:
+            self.weights[src] += weight
 
     def finish(self) -> None:
         """Hand on every remaining row (call after the last window)."""
         self._flush_until(self.shape[0])
 
     def _flush_until(self, row: int) -> None:
-        n = row - self.base
+        n = min(row, self.shape[0]) - self.base
         if n <= 0:
             return
-        self.consumer(self.scores[:, :n], self.weights[:n], self.base)
-        self.flushed = row
+        weights = self.weights[:n] if self.weights is not None else None
+        self.consumer(self.scores[:, :n], weights, self.base)
+        self.flushed = self.base + n
         keep = self.depth - n
         if keep > 0:
             self.scores[:, :keep] = self.scores[:, n:].clone()
-            self.weights[:keep] = self.weights[n:].clone()
+            if self.weights is not None:
+                self.weights[:keep] = self.weights[n:].clone()
         self.scores[:, max(keep, 0):].zero_()
-        self.weights[max(keep, 0):].zero_()
-        self.base = row
+        if self.weights is not None:
+            self.weights[max(keep, 0):].zero_()
+        self.base += n
 
 
 def run_windows(windows: Sequence[Window], read: Callable[[Window], torch.Tensor],
