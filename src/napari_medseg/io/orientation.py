@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
 
 from napari_medseg.core.volume import RAS_FROM_WORLD as _RAS_FROM_WORLD
 from napari_medseg.core.volume import WORLD_FROM_RAS as _WORLD_FROM_RAS
@@ -109,14 +115,23 @@ def to_file_order(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return apply_orientation(array, invert_ornt(ornt))
 
 
-def to_lps_storage(array: np.ndarray, affine_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def to_storage(array: np.ndarray, affine_world: np.ndarray,
+               orientation: str = "LPS") -> tuple[np.ndarray, np.ndarray]:
     """File-order array and RAS affine for a volume with no file of its own (made in memory).
 
-    Stores the voxels as scanners and ITK export them, ``(i, j, k)`` running towards L, P, S
-    (orientation code LPS) as closely as the direction allows. A leading channel axis goes last.
+    Stores the voxels with ``(i, j, k)`` running towards the three-letter ``orientation`` (nibabel
+    axis codes; LPS by default, as scanners and ITK export; a phantom may ask for RAS or any other
+    code) as closely as the direction allows. A leading channel axis goes last.
     """
+    code = str(orientation).upper()
+    try:
+        target = axcodes2ornt(tuple(code))
+    except ValueError as exc:
+        raise ValueError(f"storage orientation {orientation!r} is not a valid axis code") from exc
+    if len(code) != 3 or np.isnan(target).any() or sorted(target[:, 0]) != [0, 1, 2]:
+        raise ValueError(f"storage orientation {orientation!r} is not a valid axis code")
     affine_ras = ras_from_world(affine_world)
-    ornt = io_orientation(_LPS_FROM_RAS @ affine_ras)
+    ornt = ornt_transform(io_orientation(affine_ras), target)
     if array.ndim == 4:
         array = np.moveaxis(array, 0, 3)
     stored = apply_orientation(array, ornt)

@@ -10,7 +10,7 @@ import numpy as np
 from napari_medseg.core.errors import WriteError
 from napari_medseg.core.labels import LabelTable, as_label_array
 from napari_medseg.core.volume import Volume
-from napari_medseg.io.orientation import to_file_order, to_lps_storage
+from napari_medseg.io.orientation import to_file_order, to_storage
 
 _FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "itk", ".mha": "itk"}
 
@@ -30,8 +30,10 @@ def _file_order(volume: Volume) -> tuple[np.ndarray, np.ndarray, dict | None]:
     """(array in file voxel order, RAS affine, NIfTI header facts or None) for writing."""
     src = volume.source
     if src is None:
-        # no file grid to return to: store LPS, as scanners and ITK export
-        array, affine_ras = to_lps_storage(volume.array, volume.affine)
+        # no file grid to return to: store LPS, as scanners and ITK export, unless the volume
+        # asks for another storage orientation (phantoms vary it, like real data does)
+        code = volume.meta.get("storage_orientation", "LPS")
+        array, affine_ras = to_storage(volume.array, volume.affine, code)
         return array, affine_ras, None
     array = to_file_order(volume.array, src.ornt)
     if tuple(array.shape[:3]) != tuple(src.shape):
@@ -55,7 +57,10 @@ def write_volume(path: str | Path, volume: Volume) -> list[str]:
         same_file = os.path.realpath(path) == os.path.realpath(src.path)
         if same_file and not (src.kind == "labels" and volume.labels is not None):
             raise WriteError(f"{path}: refusing to overwrite the scan this volume was read from")
-    array, affine_ras, header = _file_order(volume)
+    try:
+        array, affine_ras, header = _file_order(volume)
+    except ValueError as exc:  # a storage orientation that is no axis code
+        raise WriteError(f"{path}: {exc}") from exc
     if volume.labels is not None:
         array = as_label_array(array)
     try:

@@ -1,0 +1,258 @@
+"""Building blocks shared by the CT and MRI phantoms: the result type, the grid, smooth random
+fields and shapes evaluated only inside their bounding boxes.
+
+Why this shape: a training recipe draws hundreds of phantoms, so every structure is computed on
+the voxels of its own box (never the whole volume), in float32, and random fields are B-spline
+interpolations of a coarse random lattice applied axis by axis (three small matrix products instead
+of a full-volume convolution). Lattices are anchored in world millimetres and drawn from their own
+random stream, so a seed gives the same anatomy at any spacing: a coarse phantom is a faithful
+low-resolution copy of the full one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_medseg.core.volume import Volume
+
+#: storage orientations drawn when the caller leaves ``orientation`` to the seed
+DRAWN_ORIENTATIONS = ("RAS", "LPS")
+_AXIS_PAIRS = ({"L", "R"}, {"A", "P"}, {"S", "I"})
+
+
+@dataclass
+class Phantom:
+    """A synthetic scan and its ground-truth label map on the same grid.
+
+    Attributes:
+        image: the scan (CT in HU as int16, MRI in arbitrary units as float32).
+        labels: uint8 label map on the same grid, with its LabelTable attached.
+        lesions: one dict per lesion placed in the scan (``label``, ``centre_mm`` in world
+            (I, P, L) mm, ``diameter_mm`` as drawn, ``equivalent_diameter_mm`` of the labelled
+            voxels, ``volume_ml``, ``kind``), so evaluations can report by size.
+        facts: what was drawn for this seed (orientation, contrast, tissue values...).
+    """
+
+    image: Volume
+    labels: Volume
+    lesions: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def streams(seed: int, *names: str) -> dict[str, np.random.Generator]:
+    """Independent random generators for one seed, one per purpose.
+
+    Separate streams keep the anatomy the same whatever grid is asked for (the noise stream alone
+    depends on the number of voxels).
+    """
+    return {name: np.random.default_rng([int(seed), i]) for i, name in enumerate(names)}
+
+
+def check_orientation(code: str) -> str:
+    """Validate a three-letter storage orientation code (nibabel style, e.g. RAS, LPS, PIR)."""
+    text = str(code).upper()
+    if len(text) != 3 or any(sum(c in pair for c in text) != 1 for pair in _AXIS_PAIRS):
+        raise ValueError(
+            f"orientation {code!r} is not a storage orientation: give three letters, one of L/R, "
+            "one of A/P and one of S/I (e.g. RAS or LPS)"
+        )
+    return text
+
+
+class Grid:
+    """An axis-aligned voxel grid in world (I, P, L) millimetres, napari order.
+
+    Voxel ``i`` along axis ``a`` has its centre at ``origin[a] + i * spacing[a]``.
+    """
+
+    def __init__(self, shape, spacing, origin) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.spacing = np.asarray(spacing, dtype=float)
+        self.origin = np.asarray(origin, dtype=float)
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise ValueError(f"shape must be three positive sizes, got {shape}")
+        if self.spacing.shape != (3,) or np.any(self.spacing <= 0):
+            raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
+        self.axes = [
+            (self.origin[a] + np.arange(n) * self.spacing[a]).astype(np.float32)
+            for a, n in enumerate(self.shape)
+        ]
+
+    @property
+    def affine(self) -> np.ndarray:
+        aff = np.eye(4)
+        aff[:3, :3] = np.diag(self.spacing)
+        aff[:3, 3] = self.origin
+        return aff
+
+    def box(self, lo, hi) -> tuple[slice, slice, slice] | None:
+        """Index slices of the voxels whose centres lie in the world box [lo, hi]; None if empty."""
+        out = []
+        for a in range(3):
+            start = int(np.ceil((lo[a] - self.origin[a]) / self.spacing[a] - 1e-6))
+            stop = int(np.floor((hi[a] - self.origin[a]) / self.spacing[a] + 1e-6)) + 1
+            start, stop = max(start, 0), min(stop, self.shape[a])
+            if stop <= start:
+                return None
+            out.append(slice(start, stop))
+        return tuple(out)
+
+    def coords(self, box) -> list[np.ndarray]:
+        """World coordinates of a box as three broadcastable float32 arrays (z, y, x)."""
+        z, y, x = (self.axes[a][box[a]] for a in range(3))
+        return [z[:, None, None], y[None, :, None], x[None, None, :]]
+
+    def volume(self, array: np.ndarray, **kwargs) -> Volume:
+        return Volume(array=array, affine=self.affine, **kwargs)
+
+
+def _bspline(t: np.ndarray) -> np.ndarray:
+    """Cubic B-spline basis (support |t| < 2)."""
+    t = np.abs(t)
+    out = np.where(t < 1, (4 - 6 * t**2 + 3 * t**3) / 6, 0.0)
+    return np.where((t >= 1) & (t < 2), (2 - t) ** 3 / 6, out)
+
+
+class SmoothField:
+    """A smooth Gaussian random field with unit variance and a given feature size.
+
+    Random values on a lattice of ``scale_mm`` spacing, anchored in world mm over ``[lo, hi]``,
+    interpolated by cubic B-splines. Evaluation is separable: three matrix products, cost about
+    (voxels x lattice points along the first axis), float32 throughout.
+    """
+
+    def __init__(self, rng: np.random.Generator, lo, hi, scale_mm) -> None:
+        scale = np.broadcast_to(np.asarray(scale_mm, dtype=float), (3,))
+        self.scale = scale
+        self.lo = np.asarray(lo, dtype=float) - 2 * scale
+        counts = np.ceil((np.asarray(hi, dtype=float) + 2 * scale - self.lo) / scale).astype(int) + 1
+        self.values = rng.standard_normal(tuple(counts)).astype(np.float32)
+
+    def _weights(self, axis: int, coords: np.ndarray) -> np.ndarray:
+        u = (np.asarray(coords, dtype=float).ravel() - self.lo[axis]) / self.scale[axis]
+        u = np.clip(u, 1.0, self.values.shape[axis] - 2.0)
+        w = _bspline(u[:, None] - np.arange(self.values.shape[axis])[None, :])
+        w /= np.sqrt((w**2).sum(axis=1, keepdims=True))  # unit variance everywhere
+        return w.astype(np.float32)
+
+    def at(self, z, y, x) -> np.ndarray:
+        """The field at the grid of 1D world coordinates ``z, y, x`` (mm); float32 (nz, ny, nx)."""
+        wz, wy, wx = self._weights(0, z), self._weights(1, y), self._weights(2, x)
+        t = self.values @ wx.T  # (cz, cy, nx)
+        t = wy @ t  # (cz, ny, nx)
+        cz = t.shape[0]
+        return (wz @ t.reshape(cz, -1)).reshape(wz.shape[0], wy.shape[0], wx.shape[0])
+
+    def on(self, grid: Grid, box) -> np.ndarray:
+        return self.at(*(grid.axes[a][box[a]] for a in range(3)))
+
+
+def rotation(rz: float = 0.0, ry: float = 0.0, rx: float = 0.0) -> np.ndarray:
+    """Rotation matrix (world offset -> shape axes) from angles in degrees about each world axis."""
+    def rot(angle, i, j):
+        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+        m = np.eye(3)
+        m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+        return m
+
+    return rot(rz, 1, 2) @ rot(ry, 0, 2) @ rot(rx, 0, 1)
+
+
+@dataclass
+class Blob:
+    """A deformed ellipsoid: ``|R (p - c) / r| <= 1 + amplitude * field(p)``.
+
+    ``deform`` is the amplitude of the smooth radial perturbation (0 for a plain ellipsoid) and
+    ``feature`` its feature size relative to the smallest radius.
+    """
+
+    centre: tuple[float, float, float]
+    radii: tuple[float, float, float]
+    rot: np.ndarray | None = None
+    deform: float = 0.0
+    feature: float = 0.8
+    field: SmoothField | None = None
+
+    def attach(self, rng: np.random.Generator) -> Blob:
+        """Draw this blob's deformation field (always, so every blob uses the stream alike)."""
+        reach = max(self.radii) * (1 + abs(self.deform)) + 1
+        c = np.asarray(self.centre, dtype=float)
+        self.field = SmoothField(rng, c - reach, c + reach, max(min(self.radii) * self.feature, 2.0))
+        return self
+
+    def extent(self) -> tuple[np.ndarray, np.ndarray]:
+        c = np.asarray(self.centre, dtype=float)
+        radii = np.asarray(self.radii, dtype=float)
+        if self.rot is not None:  # bounding box of the rotated ellipsoid
+            half = np.sqrt(((self.rot.T * radii[None, :]) ** 2).sum(axis=1))
+        else:
+            half = radii
+        half = half * (1 + 3.5 * abs(self.deform)) + 0.5
+        return c - half, c + half
+
+    def level(self, grid: Grid, box) -> np.ndarray:
+        """``|R (p - c) / r|^2 / (1 + a f)^2`` on the box: the inside is where it is <= 1."""
+        z, y, x = grid.coords(box)
+        d = (z - np.float32(self.centre[0]), y - np.float32(self.centre[1]),
+             x - np.float32(self.centre[2]))
+        r = np.asarray(self.radii, dtype=np.float32)
+        if self.rot is None:
+            q = (d[0] / r[0]) ** 2 + (d[1] / r[1]) ** 2 + (d[2] / r[2]) ** 2
+        else:
+            rm = self.rot.astype(np.float32)
+            q = sum(((rm[i, 0] * d[0] + rm[i, 1] * d[1] + rm[i, 2] * d[2]) / r[i]) ** 2
+                    for i in range(3))
+        q = np.broadcast_to(q, tuple(s.stop - s.start for s in box)).astype(np.float32, copy=False)
+        if self.deform and self.field is not None:
+            g = self.field.on(grid, box)
+            g *= np.float32(self.deform)
+            g += 1
+            np.maximum(g, np.float32(0.05), out=g)
+            q = q / (g * g)
+        return q
+
+    def mask(self, grid: Grid):
+        """(box, boolean mask within the box) or None when the blob misses the grid."""
+        lo, hi = self.extent()
+        box = grid.box(lo, hi)
+        if box is None:
+            return None
+        return box, self.level(grid, box) <= 1.0
+
+
+def paint(target: np.ndarray, box, mask: np.ndarray, value: int, only=None) -> np.ndarray:
+    """Set ``target[box][mask] = value`` where the current value is in ``only`` (any if None).
+
+    Returns the mask actually painted (within the box).
+    """
+    view = target[box]
+    if only is not None:
+        mask = mask & np.isin(view, np.asarray(list(only), dtype=view.dtype))
+    view[mask] = value
+    return mask
+
+
+def storage_orientation(rng: np.random.Generator, orientation: str | None) -> str:
+    """The caller's orientation code, or one of RAS/LPS drawn from the seed."""
+    drawn = DRAWN_ORIENTATIONS[int(rng.integers(len(DRAWN_ORIENTATIONS)))]
+    return check_orientation(orientation) if orientation is not None else drawn
+
+
+def gaussian_noise_factor(sigmas_vox) -> float:
+    """Standard deviation that white unit noise keeps after ndimage.gaussian_filter(sigmas).
+
+    Used to pre-scale white noise so that blurred (correlated, CT-like) noise has the drawn std.
+    """
+    factor = 1.0
+    for s in np.atleast_1d(sigmas_vox):
+        if s <= 0:
+            continue
+        radius = int(4.0 * s + 0.5)
+        x = np.arange(-radius, radius + 1)
+        w = np.exp(-0.5 * (x / s) ** 2)
+        w /= w.sum()
+        factor *= float((w**2).sum())
+    return float(np.sqrt(factor))
