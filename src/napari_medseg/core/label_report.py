@@ -49,7 +49,7 @@ class LesionCount:
     volumes_ml: list[float] = field(default_factory=list)
 
     def describe(self) -> str:
-        sizes = ", ".join(f"{v:.2f}" for v in self.volumes_ml)
+        sizes = ", ".join(f"{v:.3g}" for v in self.volumes_ml)
         return f"{self.class_name}: {self.count} lesion{'s' if self.count != 1 else ''} ({sizes} mL)"
 
 
