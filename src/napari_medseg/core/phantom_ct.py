@@ -252,9 +252,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     if lung_box is not None:
         zz, yy, xx = grid.coords(lung_box)
         dome = (-4 + 55 * np.clip((yy - y_vb + 50) / (b_post_c - y_vb + 60), 0, 1) ** 2
-                + 25 * np.abs(xx / np.float32(a_c)) ** 4 + np.where(xx > 0, 8, 0))
+                + 25 * np.abs(xx / np.float32(a_c)) ** 4 + 4 * (1 + np.tanh(xx / 30)))  # left dome lower
         paint(tissue, lung_box, zz < dome, LUNG, only=(CAVITY_FAT, BOWEL, GAS))
-    heart = Blob((-55, -0.35 * b_ant_c, 15), (60, 65, 80), deform=0.08).attach(fr)
+    heart = Blob((-50, -0.35 * b_ant_c, 15), (50, 55, 65), deform=0.08).attach(fr)
     if (m := heart.mask(grid)) is not None:
         paint(tissue, *m, HEART, only=_CAVITY)
 
@@ -274,9 +274,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
 
     # liver: right lobe + left lobe
     ap = b_ant_c + b_post_c
-    right = Blob((80 * k, (b_post_c - b_ant_c) / 2 - 5, -0.45 * a_c),
-                 (u(78, 92) * k, 0.55 * ap * u(0.95, 1.1), 0.58 * a_c * u(0.95, 1.15)),
-                 rotation(u(-10, 10), u(-8, 8), u(-8, 8)), deform=0.1).attach(fr)
+    right = Blob((75 * k, (b_post_c - b_ant_c) / 2 - 5, -0.45 * a_c),
+                 (u(80, 95) * k, 0.5 * ap * u(0.95, 1.1), 0.5 * a_c * u(0.95, 1.15)),
+                 rotation(u(-10, 10), u(15, 30), u(-8, 8)), deform=0.1).attach(fr)
     left = Blob((u(40, 55) * k, -0.5 * b_ant_c, u(0.0, 0.2) * a_c),
                 (u(40, 55) * k, 0.3 * b_ant_c + 12, u(0.4, 0.55) * a_c),
                 rotation(u(-15, 15), u(-10, 10), u(-5, 15)), deform=0.12).attach(fr)
@@ -302,8 +302,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     for side, kid, cyst, zc in ((1, KIDNEY_L, CYST_L, 120), (-1, KIDNEY_R, CYST_R, 135)):
         cx = side * (r_vb_lr + u(40, 55))
         centre = (zc * k + u(-10, 10), y_vb + u(5, 15), cx)
-        rot = rotation(side * u(15, 35), side * u(-15, -5), u(-5, 15))
-        kidney = Blob(centre, (u(48, 60) * k, u(25, 32) * k, u(23, 30) * k), rot, deform=0.07,
+        rot = rotation(side * u(20, 40), side * u(-15, -5), u(-5, 15))
+        kidney = Blob(centre, (u(48, 60) * k, u(26, 32) * k, u(16, 21) * k), rot, deform=0.07,
                       feature=1.2).attach(fr)
         kidneys.append((kidney, kid, cyst))
         if (m := kidney.mask(grid)) is not None:
