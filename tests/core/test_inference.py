@@ -68,6 +68,35 @@ def test_running_argmax_equals_torch_argmax_including_ties():
     assert torch.equal(best, scores.max(0).values)
 
 
+def test_running_argmax_with_an_implicit_zero_channel_equals_argmax_of_the_full_scores():
+    scores = torch.randint(-2, 3, (4, 6, 5, 7)).float()  # ties with class 0 included
+    relative = scores[1:] - scores[:1]
+    labels, _ = running_argmax(relative, implicit_zero=True)
+    assert torch.equal(labels.long(), scores.argmax(0))
+
+
+def test_relative_stitching_keeps_one_channel_less_and_gives_the_same_labels():
+    from napari_medseg.core.sliding_window import SlabStitcher, importance_map, plan_windows
+
+    shape, roi = (20, 12, 10), (8, 8, 8)
+    windows = plan_windows(shape, roi, 0.25)
+    rng = torch.Generator().manual_seed(0)
+    outputs = [torch.randn((3,) + roi, generator=rng) for _ in windows]
+    weights = importance_map(roi, "gaussian")
+    got = {}
+    for relative in (False, True):
+        rows = []
+        st = SlabStitcher(3, shape, roi, weights, lambda s, w, r: rows.append(
+            running_argmax(s, implicit_zero=relative)[0].clone()), need_weights=False, relative=relative)
+        assert st.scores.shape[0] == (2 if relative else 3)
+        for w, o in zip(windows, outputs):
+            st.add(w, o.clone())
+        st.finish()
+        got[relative] = torch.cat(rows)
+    assert got[True].shape == shape
+    assert (got[True] == got[False]).float().mean() > 0.999  # equal up to float rounding of near-ties
+
+
 @pytest.mark.parametrize("shape", [(20, 24, 18), (40, 20, 22), (10, 12, 9)])
 def test_3d_labels_equal_monai_sliding_window_argmax(shape):
     from monai.inferers import sliding_window_inference

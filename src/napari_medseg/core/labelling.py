@@ -24,23 +24,31 @@ from napari_medseg.core.preprocess import ModelSpace, resample_axis
 
 log = logging.getLogger(__name__)
 
-_ROWS = 8  # model rows reduced at a time in the linear path
+_ROWS = 8  # model rows reduced at a time (bounds the temporaries of a flush)
 
 
-def running_argmax(scores: torch.Tensor, dtype: torch.dtype = torch.uint8,
-                   want_max: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def running_argmax(scores: torch.Tensor, dtype: torch.dtype = torch.uint8, want_max: bool = False,
+                   implicit_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Index of the largest channel of ``scores (C, ...)`` as ``dtype``, and the maximum.
 
     Equal to ``scores.argmax(0)`` (first maximum wins) but several times faster on CPU and with
-    no int64 intermediate.
+    no int64 intermediate. With ``implicit_zero`` the scores are relative to a channel 0 that is
+    not stored (:class:`~napari_medseg.core.sliding_window.SlabStitcher` with ``relative``):
+    channel 0 scores 0 everywhere and ``scores[c]`` is channel ``c + 1``.
     """
-    best = scores[0].clone()
-    labels = torch.zeros(scores.shape[1:], dtype=dtype)
-    mask = torch.empty(scores.shape[1:], dtype=torch.bool)
-    for c in range(1, scores.shape[0]):
-        torch.gt(scores[c], best, out=mask)
-        labels.masked_fill_(mask, c)
-        torch.maximum(best, scores[c], out=best)
+    shape = scores.shape[1:]
+    if implicit_zero:
+        best = torch.zeros(shape, dtype=scores.dtype)
+        channels = [(c + 1, scores[c]) for c in range(scores.shape[0])]
+    else:
+        best = scores[0].clone()
+        channels = [(c, scores[c]) for c in range(1, scores.shape[0])]
+    labels = torch.zeros(shape, dtype=dtype)
+    mask = torch.empty(shape, dtype=torch.bool)
+    for value, channel in channels:
+        torch.gt(channel, best, out=mask)
+        labels.masked_fill_(mask, value)
+        torch.maximum(best, channel, out=best)
     return labels, (best if want_max else None)
 
 
@@ -99,13 +107,28 @@ class LabelWriter:
         """Whether normalised scores are needed (else argmax on raw sums is the same)."""
         return self.activation == "sigmoid" or self.prob_view is not None or self.resample == "linear"
 
+    @property
+    def relative(self) -> bool:
+        """Scores come relative to class 0, class 0 not stored (the stitcher's ``relative``).
+
+        True exactly when only the argmax of the raw sums is taken (no weights needed).
+        """
+        return not self.needs_weights
+
     # -- the consumer --------------------------------------------------------------------------
-    def __call__(self, scores: torch.Tensor, weights: torch.Tensor, row0: int) -> None:
-        if self.resample == "linear":
-            for start in range(0, scores.shape[1], _ROWS):
-                sl = slice(start, start + _ROWS)
-                self._linear(scores[:, sl], weights[sl], row0 + start)
-            return
+    def __call__(self, scores: torch.Tensor, weights: torch.Tensor | None, row0: int) -> None:
+        # a few rows at a time: the reductions' temporaries (running maximum, masks) stay small
+        for start in range(0, scores.shape[1], _ROWS):
+            sl = slice(start, start + _ROWS)
+            part = scores[:, sl]
+            wpart = weights[sl] if weights is not None else None
+            if self.resample == "linear":
+                self._linear(part, wpart, row0 + start)
+            else:
+                self._rows(part, wpart, row0 + start)
+
+    def _rows(self, scores: torch.Tensor, weights: torch.Tensor | None, row0: int) -> None:
+        """Identity or nearest path: labels on model rows, then picked or copied to scan rows."""
         labels, prob = self._reduce(scores, weights)
         if self.resample == "identity":
             rows = (self.scan_rows >= row0 + self.row_offset) & (self.scan_rows < row0 + self.row_offset + scores.shape[1])
@@ -143,7 +166,7 @@ class LabelWriter:
         if self.activation == "sigmoid":
             return self._sigmoid(self._normalised(scores, weights), probabilities=False)
         if not want_prob:  # argmax is unchanged by the positive weight sum: skip normalising
-            labels, _ = running_argmax(scores, self.dtype)
+            labels, _ = running_argmax(scores, self.dtype, implicit_zero=self.relative)
             return self._values(labels), None
         norm = self._normalised(scores, weights)
         labels, best = running_argmax(norm, self.dtype, want_max=True)

@@ -118,19 +118,31 @@ class SlabStitcher:
         shape: spatial shape of the work volume ``(D, H, W)``.
         roi_size: window size.
         importance: blending weights of a window (float32, ``roi_size``).
-        consumer: called with finished ``(C, n, H, W)`` scores (un-normalised sums), their
+        consumer: called with finished ``(C, n, H, W)`` scores (un-normalised sums; ``C - 1``
+            channels when ``relative``), their
             ``(n, H, W)`` float32 weight sums and the first row index, in row order.
         acc_dtype: accumulator dtype; float16 halves the buffer for many classes (nnU-Net does the
             same for its whole volume; here only the slab is held).
+        need_weights: keep the ``(n, H, W)`` weight sums (needed for probabilities and sigmoid);
+            without them the consumer gets ``None``.
+        relative: store every class's score minus class 0's, for a consumer that only takes the
+            argmax of the sums (softmax labels). Subtracting one value from every class does not
+            change the argmax, and class 0 is then identically zero, so only ``C - 1`` channels
+            are kept and handed on (class 0 implied): the buffer for 2 classes halves.
     """
 
     def __init__(self, n_classes: int, shape: Sequence[int], roi_size: Sequence[int], importance: torch.Tensor,
-                 consumer: Consumer, acc_dtype: torch.dtype = torch.float32, need_weights: bool = True):
+                 consumer: Consumer, acc_dtype: torch.dtype = torch.float32, need_weights: bool = True,
+                 relative: bool = False):
+        if relative and need_weights:
+            raise ValueError("relative scores are for argmax-only consumers, which need no weights")
         self.shape = tuple(int(s) for s in shape)
+        self.relative = bool(relative)
         # windows of one start row are all added before the next start: a buffer one window deep
         # suffices when finished rows are handed on at every new start row
         self.depth = min(int(roi_size[0]), self.shape[0])
-        self.scores = torch.zeros((n_classes, self.depth) + self.shape[1:], dtype=acc_dtype)
+        kept = n_classes - 1 if self.relative else n_classes
+        self.scores = torch.zeros((max(kept, 0), self.depth) + self.shape[1:], dtype=acc_dtype)
         # argmax does not change when every class is divided by the same positive weight sum:
         # the weight buffer is only kept when normalised scores are needed
         self.weights = torch.zeros((self.depth,) + self.shape[1:], dtype=torch.float32) if need_weights else None
@@ -155,7 +167,12 @@ class SlabStitcher:
         out = output[(slice(None),) + window.dst]
         if not self.constant:
             out = out.mul_(weight)
-        self.scores[(slice(None),) + src] += out
+        target = self.scores[(slice(None),) + src]
+        if self.relative:  # class c minus class 0, in the accumulator's precision; class 0 dropped
+            target += out[1:]
+            target -= out[:1]
+        else:
+            target += out
         if self.weights is not None:
             self.weights[src] += weight
 
@@ -171,10 +188,12 @@ class SlabStitcher:
         self.consumer(self.scores[:, :n], weights, self.base)
         self.flushed = self.base + n
         keep = self.depth - n
-        if keep > 0:
-            self.scores[:, :keep] = self.scores[:, n:].clone()
+        # move the unfinished rows to the front one row at a time: row i's source (n + i) lies
+        # behind every row already written, so no copy of the whole overlap is needed
+        for i in range(max(keep, 0)):
+            self.scores[:, i] = self.scores[:, n + i]
             if self.weights is not None:
-                self.weights[:keep] = self.weights[n:].clone()
+                self.weights[i] = self.weights[n + i]
         self.scores[:, max(keep, 0):].zero_()
         if self.weights is not None:
             self.weights[max(keep, 0):].zero_()
@@ -196,11 +215,14 @@ def run_windows(windows: Sequence[Window], read: Callable[[Window], torch.Tensor
     """
     total = len(windows)
     roi = tuple(int(r) for r in roi_size)
+    # one input buffer for every batch: a fresh one per batch fragments the heap over a long run
+    buffer = torch.empty((min(batch_size, total), in_channels) + roi, dtype=torch.float32)
     for first in range(0, total, batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled(f"stopped after {first} of {total} windows")
         batch = windows[first:first + batch_size]
-        inputs = torch.zeros((len(batch), in_channels) + roi, dtype=torch.float32)
+        inputs = buffer[:len(batch)]
+        inputs.zero_()
         for i, w in enumerate(batch):
             inputs[(i, slice(None)) + w.dst] = read(w)
         outputs = forward(inputs)
