@@ -15,7 +15,7 @@ cannot do it, because npe2 readers return layer data and never see the viewer.
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_medseg._layer_data import METADATA_KEY
 from napari_medseg.core.view_orientation import EDGES, view_letters
@@ -43,7 +43,7 @@ class OrientationWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.show_letters)
         layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.overlays = self._install_overlays()
         self.show_letters.toggled.connect(lambda _: self.update_letters())
         dims, camera = napari_viewer.dims.events, camera_of(napari_viewer).events

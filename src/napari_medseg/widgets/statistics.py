@@ -54,6 +54,11 @@ def _number(value, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _volume(ml: float) -> str:
+    """Three decimals for small structures (lesions), one for organs."""
+    return f"{ml:.3f}" if ml < 10 else f"{ml:.1f}"
+
+
 class StatisticsWidget(QWidget):
     """Dock widget with the statistics table of the chosen Labels layer."""
 
@@ -189,7 +194,7 @@ class StatisticsWidget(QWidget):
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             s = row.stats
-            cells = (s.name, str(s.value), str(s.voxels), f"{s.volume_ml:.3f}", _number(s.mean, 1),
+            cells = (s.name, str(s.value), str(s.voxels), _volume(s.volume_ml), _number(s.mean, 1),
                      _number(s.std, 1), _number(s.min, 0), _number(s.max, 0))
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
