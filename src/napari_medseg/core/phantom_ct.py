@@ -187,7 +187,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     k = u(0.88, 1.12)  # organ size factor
 
     # --- body section and layers (y: posterior +, x: patient left +, z: inferior +, 0 = liver dome)
-    a, b_ant, b_post = u(135, 185), u(100, 135), u(90, 120)
+    a, b_ant, b_post = u(135, 180), u(108, 145), u(95, 125)
     p = u(2.1, 2.7)
     fat_lat, fat_ant, fat_post = u(10, 40), u(10, 45), u(8, 30)
     mus_lat, mus_ant, mus_post = u(7, 14), u(8, 15), u(8, 14)
@@ -221,7 +221,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     # --- spine geometry (needed to place everything else)
     r_vb_lr, r_vb_ap = u(20, 26) * k, u(15, 19) * k
     r_canal = u(7, 9)
-    y_c = b_post - fat_post - u(38, 48)  # canal centre, measured from the back
+    y_c = b_post - fat_post - u(32, 42)  # canal centre, measured from the back
     y_vb = y_c - r_canal - 3 - r_vb_ap
     period, disc_h, phase = u(32, 38) * k, u(7, 10), u(0, 40)
 
@@ -345,14 +345,15 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     # liver lesions
     lesion_list = _liver_lesions(grid, tissue, rs["lesions"], (right, left), lesions)
     # kidney cysts
-    lr = rs["lesions"]
+    lr = np.random.default_rng([int(seed), 99])  # cysts: own stream, same at any spacing
+    cysts = 0
     for kidney, kid, cyst in kidneys:
         for _ in range(int(lr.choice([0, 0, 0, 1, 1, 2]))):
             d = lr.uniform(6, 30)
             c = np.asarray(kidney.centre) + lr.uniform(-0.6, 0.6, 3) * np.asarray(kidney.radii)
             blob = Blob(tuple(c), (d / 2,) * 3, deform=0.05).attach(lr)
             if (m := blob.mask(grid)) is not None:
-                paint(tissue, *m, cyst, only=(kid,))
+                cysts += int(paint(tissue, *m, cyst, only=(kid,)).any())
 
     # --- intensities, texture, blur, noise
     ir = rs["intensity"]
@@ -383,7 +384,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     vol = grid.volume(image, meta=meta)
     facts = {"kind": "ct-abdomen", "seed": int(seed), "orientation": orient,
              "spacing": list(spacing), "shape": list(shape), "noise_hu": float(noise_sd),
-             "liver_hu": float(hu[LIVER]), "kidney_cysts": int(np.isin(tissue, (CYST_L, CYST_R)).any())}
+             "liver_hu": float(hu[LIVER]), "kidney_cysts": cysts}
     return Phantom(image=vol, labels=vol.with_array(labels, labels=CT_LABELS),
                    lesions=lesion_list, facts=facts)
 
@@ -423,23 +424,28 @@ def _liver_lesions(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, lob
                    count: int | None) -> list[dict]:
     """Place 0-5 non-touching lesions inside the liver; returns their facts.
 
-    Centres are drawn in world mm (not from the voxel list) so the same seed places the same
-    lesions at any spacing; a candidate is kept when the liver holds at least 85% of its sphere
-    and it stays 3 mm away from earlier lesions.
+    Sizes, kinds and contrasts are drawn first and each lesion's position from its own stream, in
+    world mm (not from the voxel list), so the same seed gives the same lesions at any spacing
+    (a position may differ only where a coarse grid rejects a candidate a fine one accepts). A
+    candidate is kept when the liver holds at least 85% of its sphere and it stays 3 mm away
+    from earlier lesions.
     """
     n = int(rng.integers(0, MAX_LESIONS + 1)) if count is None else int(count)
     if not 0 <= n <= MAX_LESIONS:
         raise ValueError(f"lesions must be between 0 and {MAX_LESIONS}, got {count}")
-    lo = np.minimum(*(b.extent()[0] for b in lobes))
-    hi = np.maximum(*(b.extent()[1] for b in lobes))
-    vox_ml = float(np.prod(grid.spacing)) / 1000.0
-    out: list[dict] = []
+    drawn = []
     for _ in range(n):
         diameter = float(np.exp(rng.uniform(np.log(5), np.log(40))))
         kind = "hypo" if rng.uniform() < 0.65 else "hyper"
         contrast = float(rng.uniform(20, 60)) * (-1 if kind == "hypo" else 1)
+        drawn.append((diameter, kind, contrast, np.random.default_rng(rng.integers(2**63))))
+    lo = np.minimum(*(b.extent()[0] for b in lobes))
+    hi = np.maximum(*(b.extent()[1] for b in lobes))
+    vox_ml = float(np.prod(grid.spacing)) / 1000.0
+    out: list[dict] = []
+    for diameter, kind, contrast, rng_i in drawn:
         for _attempt in range(40):
-            centre = rng.uniform(lo, hi)
+            centre = rng_i.uniform(lo, hi)
             idx = np.rint((centre - grid.origin) / grid.spacing).astype(int)
             if np.any(idx < 0) or np.any(idx >= grid.shape) or tissue[tuple(idx)] != LIVER:
                 continue
@@ -447,7 +453,7 @@ def _liver_lesions(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, lob
             box, mm = margin.mask(grid)
             if np.isin(tissue[box][mm], np.arange(LESION0, LESION0 + MAX_LESIONS)).any():
                 continue
-            blob = Blob(tuple(centre), (diameter / 2,) * 3, deform=0.1, feature=0.7).attach(rng)
+            blob = Blob(tuple(centre), (diameter / 2,) * 3, deform=0.1, feature=0.7).attach(rng_i)
             box, m = blob.mask(grid)
             inside = tissue[box][m] == LIVER
             if inside.size == 0 or inside.mean() < 0.85:

@@ -27,16 +27,18 @@ MR_LABELS = LabelTable(
 CONTRASTS = ("t1", "flair")
 # tissue classes of the drawing
 BG, SCALP, SKULL, DIPLOE, CSF, GM, WM, VENTRICLE, DEEP_GM, TUMOUR, NECROSIS, OEDEMA = range(12)
-_LABEL_OF = np.zeros(12, dtype=np.uint8)
-_LABEL_OF[[CSF, VENTRICLE, GM, DEEP_GM, WM, TUMOUR, NECROSIS, OEDEMA]] = [1, 1, 2, 2, 3, 4, 4, 5]
-_BRAIN = (CSF, GM, WM, DEEP_GM)
+HIND_WM = 12  # white matter of cerebellum and brainstem (oedema of a cerebral tumour stays out)
+_LABEL_OF = np.zeros(13, dtype=np.uint8)
+_LABEL_OF[[CSF, VENTRICLE, GM, DEEP_GM, WM, HIND_WM, TUMOUR, NECROSIS, OEDEMA]] = (
+    [1, 1, 2, 2, 3, 3, 4, 4, 5])
+_BRAIN = (CSF, GM, WM, DEEP_GM, HIND_WM)
 SLICE_THICKNESSES = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0)
 
 
 def _intensities(rng: np.random.Generator, contrast: str) -> np.ndarray:
     """Relative signal per tissue (WM near 1 on T1), drawn per scan so contrast varies."""
     u = rng.uniform
-    s = np.zeros(12, dtype=np.float32)
+    s = np.zeros(13, dtype=np.float32)
     if contrast == "t1":
         s[WM] = u(0.8, 1.0)
         s[GM] = s[WM] * u(0.62, 0.8)
@@ -59,6 +61,7 @@ def _intensities(rng: np.random.Generator, contrast: str) -> np.ndarray:
         s[TUMOUR] = u(0.75, 1.0)
         s[NECROSIS] = u(0.3, 0.6)
         s[OEDEMA] = u(0.85, 1.05)  # bright
+    s[HIND_WM] = s[WM]
     return s
 
 
@@ -155,7 +158,8 @@ def brain_mr(seed: int = 0, *, contrast: str | None = None, shape=None, spacing=
     diploe = (depth > -(t_csf + 0.7 * t_skull)) & (depth < -(t_csf + 0.3 * t_skull))
     tissue[diploe] = DIPLOE
     tissue[depth > -t_csf] = CSF
-    tissue[depth > 0] = WM
+    tissue[depth > 0] = HIND_WM
+    tissue[d > 0] = WM
 
     # folded cortex: GM rim, sulci along the zero sheets of a smooth field, GM lining them
     t_gm = u(2.5, 3.5)
