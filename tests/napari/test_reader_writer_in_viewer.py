@@ -161,4 +161,4 @@ def test_sample_data_and_geometry_widget_load_from_the_manifest(make_napari_view
     assert {"liver", "spleen", "aorta"} <= names
     _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Scan geometry")
     viewer.layers.selection.active = image
-    assert "Scale (mm): [2.5, 0.8, 0.8]" in widget.text.toPlainText()
+    assert "Scale (mm): [5.0, 2.0, 2.0]" in widget.text.toPlainText()
