@@ -142,8 +142,9 @@ def flips(image: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig,
         mask = torch.rand(image.shape[0], generator=gen) < 0.5
         if bool(mask.any()):
             image, target = image.clone(), target.clone()
-            image[mask] = image[mask].flip(axis + 1)
-            target[mask] = target[mask].flip(axis)
+            # image (B, C, *patch), target (B, *patch): patch axis k is dim k + 2 and k + 1
+            image[mask] = image[mask].flip(axis + 2)
+            target[mask] = target[mask].flip(axis + 1)
     return image, target
 
 
