@@ -138,3 +138,58 @@ def affine_from_transform(attributes: dict[str, Any], ndim: int) -> np.ndarray:
         e[:3, 3] = extra[lead:ndim, ndim]
         base = e @ base
     return base
+
+
+def volume_from_layer(layer) -> Volume:
+    """A Volume for any napari Image/Labels layer: its recorded scan geometry, else its transform.
+
+    A layer opened by this plugin carries the file geometry in its metadata (so a result can be
+    saved on the scan's own grid); any other layer with a scale (and translate, rotate, affine) is
+    placed in the world by those, in millimetres.
+
+    Raises:
+        GeometryError: a layer that is not a 3D volume (optionally with one leading channel axis),
+            an RGB or multiscale layer, or one with shear.
+    """
+    from napari_medseg.core.errors import GeometryError
+
+    if getattr(layer, "multiscale", False):
+        raise GeometryError(f"layer {layer.name!r}: multiscale layers cannot be segmented; open the full-resolution "
+                            "scan")
+    if getattr(layer, "rgb", False):
+        raise GeometryError(f"layer {layer.name!r}: an RGB image is not a scan")
+    array = np.asarray(layer.data)
+    if array.ndim not in (3, 4):
+        raise GeometryError(f"layer {layer.name!r}: a scan needs 3 spatial axes (or a channel axis and 3), "
+                            f"got shape {array.shape}")
+    volume = volume_from_metadata(array, layer.metadata)
+    if volume is not None:
+        return volume
+    attributes = {"scale": layer.scale, "translate": layer.translate, "rotate": layer.rotate,
+                  "shear": layer.shear, "affine": layer.affine.affine_matrix}
+    try:
+        affine = affine_from_transform(attributes, array.ndim)
+    except ValueError as exc:
+        raise GeometryError(f"layer {layer.name!r}: {exc}") from exc
+    return Volume(array=array, affine=affine)
+
+
+def layer_transform_kwargs(layer) -> dict[str, Any]:
+    """The spatial transform of ``layer`` as layer kwargs, so a new 3D layer sits exactly on it.
+
+    Copies scale, translate, rotate, shear, affine, units and axis labels of the last three axes
+    (a leading channel axis of the scan is dropped), whatever the layer's origin: a result layer
+    then overlays its scan in every view even when the scan was placed by hand.
+    """
+    lead = layer.ndim - 3
+    affine = np.asarray(layer.affine.affine_matrix, dtype=float)
+    spatial = list(range(lead, layer.ndim)) + [layer.ndim]
+    return {
+        "scale": tuple(float(v) for v in layer.scale[lead:]),
+        "translate": tuple(float(v) for v in layer.translate[lead:]),
+        "rotate": np.asarray(layer.rotate, dtype=float)[lead:, lead:],
+        "shear": np.asarray(layer.shear, dtype=float)[-3:],  # upper-triangle order: spatial pairs last
+        "affine": affine[np.ix_(spatial, spatial)],
+        "units": tuple(str(u) for u in layer.units[lead:]),
+        "axis_labels": tuple(layer.axis_labels[lead:]),
+    }

@@ -124,3 +124,15 @@ def test_a_hand_made_int32_layer_is_edited_in_its_own_dtype():
     assert change.values.dtype == np.int32
     change.apply(existing)
     assert existing[0, 0, 0] == 5 and existing.sum() == 5 + 17
+
+
+def test_an_edit_within_one_slice_never_touches_the_other_slices():
+    existing = np.ones((4, 3, 3), dtype=np.uint8)
+    new = np.zeros_like(existing)
+    new[2] = 5
+    change = label_change(existing, new, "replace", within=(slice(2, 3),))
+    assert change.box == (slice(2, 3), slice(0, 3), slice(0, 3)) and change.mask is None
+    array = existing.copy()
+    change.apply(array)
+    assert np.all(array[2] == 5)
+    np.testing.assert_array_equal(np.delete(array, 2, axis=0), 1)

@@ -135,10 +135,13 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def label_change(existing: np.ndarray, new: np.ndarray, how: str = "replace",
-                 labels: Iterable[int] | None = None) -> LabelChange | None:
+                 labels: Iterable[int] | None = None,
+                 within: tuple[slice, ...] | None = None) -> LabelChange | None:
     """The edit that turns ``existing`` into :func:`combined_labels` (None when nothing changes).
 
     The values are in ``existing``'s dtype, so the edit can be written into that array in place.
+    ``within`` (slices with unit step, e.g. one slice segmented alone) limits the edit to that
+    region: voxels outside it are never changed, whatever the mode.
 
     Raises:
         GeometryError: the arrays differ in shape, or a new value does not fit ``existing``'s dtype
@@ -147,6 +150,13 @@ def label_change(existing: np.ndarray, new: np.ndarray, how: str = "replace",
     """
     existing, new = np.asarray(existing), np.asarray(new)
     chosen = _check(existing, new, how, labels)
+    offset = [0] * existing.ndim
+    if within is not None:
+        within = tuple(within) + (slice(None),) * (existing.ndim - len(within))
+        if any(s.step not in (None, 1) for s in within):
+            raise ValueError(f"within={within}: only slices with unit step")
+        offset = [s.indices(n)[0] for s, n in zip(within, existing.shape)]
+        existing, new = existing[within], new[within]
     target = _combined(existing, new, how, chosen)
     changed = target != existing
     box = _bounding_box(changed)
@@ -157,6 +167,6 @@ def label_change(existing: np.ndarray, new: np.ndarray, how: str = "replace",
         raise GeometryError(f"label value {high} does not fit the existing {existing.dtype} labels; "
                             "choose 'new layer' instead")
     inside = changed[box]
-    if inside.all():
-        return LabelChange(box, None, target[box].astype(existing.dtype))
-    return LabelChange(box, inside, target[box][inside].astype(existing.dtype))
+    values = target[box] if inside.all() else target[box][inside]
+    shifted = tuple(slice(b.start + o, b.stop + o) for b, o in zip(box, offset))
+    return LabelChange(shifted, None if inside.all() else inside, values.astype(existing.dtype))
