@@ -145,7 +145,8 @@ def register(sub) -> None:
                    default="semantic", help="semantic classes, instances or panoptic (classes + instances)")
     p.add_argument("--instance-labels", default=None,
                    help="classes to split into instances (values or names, comma-separated)")
-    p.add_argument("--extra", nargs="*", default=None,
-                   help="the other input volumes of a multi-channel model, in the model's channel order")
+    p.add_argument("--extra", action="extend", nargs="+", default=None, metavar="SCAN",
+                   help="the other input volumes of a multi-channel model, in the model's channel order "
+                        "(repeat --extra or list several; same grid as INPUT)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run)
