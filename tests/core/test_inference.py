@@ -341,3 +341,17 @@ def test_spleen_bundle_labels_agree_with_monai_own_bundle_pipeline(realdata):
     assert counts.min() > 0.2 * ref.size  # both classes well represented
     agreement = float((ours == ref).mean())
     assert agreement >= 0.999, f"agreement with MONAI {agreement:.5f}"
+
+
+def test_3d_windows_that_are_not_cubes_blend_in_the_stitch_order():
+    """A (8, 16, 16) window on a scan whose longest axis is not the first: the stitcher works with the
+    axes permuted, and its blending weights must be permuted with them (they once were not)."""
+    from monai.inferers import sliding_window_inference
+
+    net = _unet(3)
+    vol = _volume((10, 40, 20))
+    result = Segmenter(_card(roi=(8, 16, 16)), net, precision="fp32").predict(vol)
+    with torch.inference_mode():
+        ref = sliding_window_inference(torch.from_numpy(vol.array)[None, None], (8, 16, 16), 2, net,
+                                       overlap=0.25, mode="gaussian").argmax(1)[0].numpy()
+    np.testing.assert_array_equal(result.labels.array, ref)

@@ -275,7 +275,8 @@ class Segmenter:
                              paint_order=card.output.paint_order, prob_out=prob, row_offset=row_offset,
                              scan_rows=scan_rows)
         shape = tuple(model_arr.shape[-3:])
-        net_roi = roi if self.spatial_dims == 3 else roi[1:]
+        # the stitcher blends windows in work order (stitch axis first), so the weights must be too
+        net_roi = work_roi if self.spatial_dims == 3 else roi[1:]
         weights = importance_map(net_roi, card.inference.blend)
         if self.spatial_dims == 2:
             weights = weights.unsqueeze(0)
