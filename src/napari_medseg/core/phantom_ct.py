@@ -11,6 +11,7 @@ from napari_medseg.core.phantom_common import (
     Grid,
     Phantom,
     SmoothField,
+    capsule,
     gaussian_noise_factor,
     paint,
     rotation,
@@ -28,14 +29,14 @@ CT_LABELS = LabelTable(
 # Tissue classes of the drawing (more than the labels: fat, bowel, ribs... are context, not classes).
 AIR, SKIN, FAT, MUSCLE, CAVITY_FAT, BOWEL, GAS, LUNG, HEART, FLUID = range(10)
 LIVER, SPLEEN, KIDNEY_L, KIDNEY_R, CYST_L, CYST_R, AORTA, IVC = range(10, 18)
-CORTEX, MARROW, DISC, CANAL, RIB, GALLBLADDER = range(18, 24)
+CORTEX, MARROW, DISC, CANAL, RIB, GALLBLADDER, VESSEL, PANCREAS = range(18, 26)
 LESION0 = 30  # lesion k is tissue LESION0 + k
 MAX_LESIONS = 5
 _N_TISSUES = LESION0 + MAX_LESIONS
 
 _LABEL_OF = np.zeros(_N_TISSUES, dtype=np.uint8)
-_LABEL_OF[[LIVER, SPLEEN, KIDNEY_L, KIDNEY_R, CYST_L, CYST_R, AORTA, CORTEX, MARROW]] = (
-    [1, 2, 3, 4, 3, 4, 5, 6, 6])
+_LABEL_OF[[LIVER, VESSEL, SPLEEN, KIDNEY_L, KIDNEY_R, CYST_L, CYST_R, AORTA, CORTEX, MARROW]] = (
+    [1, 1, 2, 3, 4, 3, 4, 5, 6, 6])  # vessels inside the liver belong to the liver
 _LABEL_OF[LESION0:LESION0 + MAX_LESIONS] = 7
 _CAVITY = (CAVITY_FAT, BOWEL, GAS, LUNG)  # what organs may be painted over
 
@@ -75,6 +76,10 @@ def _hu_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     hu[CANAL] = u(0, 30)
     hu[RIB] = u(350, 800)
     hu[GALLBLADDER] = u(-5, 20)
+    enhanced = u() < 0.85  # portal venous phase; else vessels a little darker than liver
+    hu[VESSEL] = liver + (u(30, 110) if enhanced else u(-25, -8))
+    hu[PANCREAS] = u(40, 110)
+    tex[PANCREAS] = u(6, 15)
     tex[[FAT, CAVITY_FAT]] = u(3, 10)
     tex[[MUSCLE, LIVER, SPLEEN]] = u(2, 6)
     tex[BOWEL] = u(8, 20)
@@ -251,8 +256,11 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     lung_box = grid.box((-top, -b_ant_c, -a_c), (60 * k, b_post_c, a_c))
     if lung_box is not None:
         zz, yy, xx = grid.coords(lung_box)
-        dome = (-4 + 55 * np.clip((yy - y_vb + 50) / (b_post_c - y_vb + 60), 0, 1) ** 2
-                + 25 * np.abs(xx / np.float32(a_c)) ** 4 + 4 * (1 + np.tanh(xx / 30)))  # left dome lower
+        # diaphragm: domes highest in front and in the middle, deep recesses at the back and
+        # sides, the left dome a little lower
+        back = 1 / (1 + np.exp(-(yy - np.float32(y_vb - 10)) / np.float32(22)))
+        dome = (-12 + 55 * back + 25 * np.abs(xx / np.float32(a_c)) ** 4
+                + 4 * (1 + np.tanh(xx / 30)))
         paint(tissue, lung_box, zz < dome, LUNG, only=(CAVITY_FAT, BOWEL, GAS))
     heart = Blob((-50, -0.35 * b_ant_c, 15), (50, 55, 65), deform=0.08).attach(fr)
     if (m := heart.mask(grid)) is not None:
@@ -321,6 +329,16 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     _tube(grid, tissue, IVC, y_vb - r_vb_ap - u(6, 14), -u(18, 30), u(8, 12), u(12, 17),
           z_range=(-20, 1e4))
 
+    # pancreas (unlabelled soft tissue): head right of the aorta, tail towards the spleen
+    y_ao = y_vb - r_vb_ap - ao_r - 1
+    path = [(110 * k + u(-10, 10), y_ao - u(5, 15), -u(25, 40)),
+            (100 * k + u(-8, 8), y_ao - u(20, 28), ao_x),
+            (85 * k + u(-8, 8), spleen.centre[1] - u(5, 20), spleen.centre[2] - u(25, 40))]
+    radii = (u(12, 16), u(8, 11), u(7, 10))
+    for (p0, r0), (p1, r1) in zip(zip(path, radii), zip(path[1:], radii[1:])):
+        if (m := capsule(grid, p0, p1, r0, r1)) is not None:
+            paint(tissue, *m, PANCREAS, only=(CAVITY_FAT, BOWEL, GAS))
+
     # vertebrae: bodies with cortical shell and marrow, discs, canal, posterior arches
     def vertebral_level(zz):
         return np.mod(zz - phase, period) >= disc_h
@@ -342,8 +360,12 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
 
     _ribs(grid, tissue, an, section[3], a_c, b_post_c, k)
 
-    # liver lesions
+    # liver lesions, then hepatic vessels in the liver around them
     lesion_list = _liver_lesions(grid, tissue, rs["lesions"], (right, left), lesions)
+    hilum = (right.centre[0] + 0.25 * right.radii[0], right.centre[1] + 0.1 * right.radii[1],
+             right.centre[2] + 0.45 * right.radii[2])
+    confluence = (u(5, 20) * k, y_vb - r_vb_ap - u(6, 14), -u(18, 30))  # top of the IVC
+    _vessel_tree(grid, tissue, np.random.default_rng([int(seed), 98]), (hilum, confluence))
     # kidney cysts
     lr = np.random.default_rng([int(seed), 99])  # cysts: own stream, same at any spacing
     cysts = 0
@@ -387,6 +409,34 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
              "liver_hu": float(hu[LIVER]), "kidney_cysts": cysts}
     return Phantom(image=vol, labels=vol.with_array(labels, labels=CT_LABELS),
                    lesions=lesion_list, facts=facts)
+
+
+def _vessel_tree(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, roots) -> None:
+    """Portal and hepatic vessels: branching, tapering random walks of capsules from each root,
+    painted only over liver (they are part of the liver label, bright in the portal venous phase).
+    They are tubular look-alikes that a lesion model must learn to leave alone."""
+    def branch(start, direction, radius, length, depth):
+        point = np.asarray(start, dtype=float)
+        steps = max(int(length / 8.0), 1)
+        for i in range(steps):
+            direction = direction + rng.normal(0, 0.25, 3)
+            direction /= np.linalg.norm(direction)
+            end = point + 8.0 * direction
+            r_end = max(radius * (1 - 0.5 * (i + 1) / steps), 1.2)
+            if (m := capsule(grid, point, end, radius, r_end)) is not None:
+                paint(tissue, *m, VESSEL, only=(LIVER,))
+            point, radius = end, r_end
+            if depth and rng.uniform() < 0.3:
+                side = np.cross(direction, rng.normal(size=3))
+                branch(point, side / (np.linalg.norm(side) + 1e-9) + direction, radius * 0.7,
+                       length * 0.5, depth - 1)
+
+    for root in roots:
+        for _ in range(int(rng.integers(3, 6))):
+            direction = rng.normal(size=3)
+            direction[2] = -abs(direction[2]) - 0.3  # towards the right lobe
+            direction /= np.linalg.norm(direction)
+            branch(root, direction, rng.uniform(4, 7), rng.uniform(50, 100), 2)
 
 
 def _ribs(grid: Grid, tissue: np.ndarray, rng, cavity_r: np.ndarray, a_c: float, b_post_c: float,

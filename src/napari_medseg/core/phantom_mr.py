@@ -47,7 +47,7 @@ def _intensities(rng: np.random.Generator, contrast: str) -> np.ndarray:
         s[SCALP] = u(0.6, 1.0)
         s[SKULL] = u(0.02, 0.08)
         s[DIPLOE] = u(0.3, 0.7)
-        s[TUMOUR] = u(0.8, 1.2)  # enhancing rim after contrast
+        s[TUMOUR] = s[WM] * u(1.05, 1.4)  # enhancing after contrast
         s[NECROSIS] = u(0.12, 0.35)
         s[OEDEMA] = s[GM] * u(0.7, 0.92)  # slightly dark
     else:
