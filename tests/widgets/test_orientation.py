@@ -145,3 +145,17 @@ def test_letters_on_a_sagittal_dicom_series(make_napari_viewer, realdata):
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(folder), plugin="napari-medseg")
     _check_all_views(viewer, layer, ras)
+
+
+def test_closing_the_dock_hides_the_letters(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    data, kwargs, _ = layer_data_from_volume(Volume(np.zeros((4, 5, 6), np.int16), np.eye(4)), "scan")
+    viewer.add_image(data, **kwargs)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Orientation letters")
+    qtbot.waitUntil(widget.isVisible, timeout=5000)
+    top = viewer.canvas.overlays["medseg_orientation_top"]
+    assert top.visible and top.text == "A"
+    viewer.window.remove_dock_widget(dock)  # what the dock's close button does
+    qtbot.waitUntil(lambda: not top.visible, timeout=5000)
+    viewer.dims.order = (1, 0, 2)
+    assert not top.visible  # no stale letters once nothing keeps them in step

@@ -102,7 +102,8 @@ def apply_edit(array: np.ndarray, edit: LabelEdit, spacing: Sequence[float] | No
         ValueError: a parameter that does not fit the operation (named in the message).
     """
     array = check_label_array(array)
-    names = LabelTable(names=dict((names or LabelTable()).names), colors=dict((names or LabelTable()).colors))
+    names = names or LabelTable()
+    names = LabelTable(names=dict(names.names), colors=dict(names.colors))  # a copy to edit
     op, labels, what = edit.operation, edit.labels, _named(names, edit.labels)
     segments: list[Segment] = []
     if op == "keep_largest":

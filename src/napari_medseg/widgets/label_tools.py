@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.core.label_edit import OPERATIONS, EditResult, LabelEdit, apply_edit
 from napari_medseg.core.labels import label_dtype
-from napari_medseg.core.merge import label_change
+from napari_medseg.core.merge import LabelChange, label_change
 from napari_medseg.widgets._labels_layer import (
     SEGMENTS_KEY,
     edit_fingerprint,
@@ -114,7 +114,7 @@ class LabelToolsWidget(QWidget):
         self._show_fields()
 
     # -- form --------------------------------------------------------------------------------
-    def refresh_labels(self) -> None:
+    def refresh_labels(self, present: list[int] | None = None) -> None:
         """List the chosen layer's labels by name (values present or named in its table)."""
         layer = self.layer_choice.layer()
         current = self.label_choice.currentData()
@@ -124,7 +124,8 @@ class LabelToolsWidget(QWidget):
         self.label_choice.addItem(ALL, None)
         if layer is not None:
             table = layer_label_table(layer)
-            for value in sorted(set(present_values(layer.data)) | set(table.names)):
+            present = present_values(layer.data) if present is None else present
+            for value in sorted(set(present) | set(table.names)):
                 text = f"{table.name(value)} ({value})"
                 self.label_choice.addItem(text, value)
                 self.target.addItem(text, value)
@@ -204,18 +205,28 @@ class LabelToolsWidget(QWidget):
         names = layer_label_table(layer)
         fingerprint = edit_fingerprint(layer)
 
-        def job(progress=None, should_stop=None) -> EditResult:
-            return apply_edit(array, edit, spacing, names)
+        def job(progress=None, should_stop=None) -> tuple[EditResult, LabelChange | None, list[int]]:
+            # everything that scans the whole volume runs here, off the main thread: the edit, the
+            # changed voxels (against the snapshot, which the fingerprint proves is still the
+            # layer's content) and the values present afterwards
+            result = apply_edit(array, edit, spacing, names)
+            new = result.array
+            if int(new.max(initial=0)) > np.iinfo(array.dtype).max:
+                change = None  # the layer must be widened first (on the main thread)
+            else:
+                change = label_change(array, new.astype(array.dtype, copy=False))
+            return result, change, present_values(new)
 
         self.apply_button.setEnabled(False)
         self._say(f"{OPERATIONS[edit.operation]}…")
         self.job = Job(job, f"Label tools: {OPERATIONS[edit.operation]}",
-                       on_returned=lambda result: self._apply(layer, result, fingerprint),
+                       on_returned=lambda out: self._apply(layer, *out, fingerprint=fingerprint),
                        on_error=lambda exc: self._say(str(exc), error=True),
                        on_finished=lambda: self.apply_button.setEnabled(True), sync=self.sync)
         self.job.start()
 
-    def _apply(self, layer, result: EditResult, fingerprint: tuple) -> None:
+    def _apply(self, layer, result: EditResult, change: LabelChange | None, present: list[int],
+               fingerprint: tuple) -> None:
         if layer not in self.viewer.layers:
             self._say(f"layer {layer.name!r} was closed; nothing changed", error=True)
             return
@@ -223,18 +234,17 @@ class LabelToolsWidget(QWidget):
             self._say(f"{layer.name} changed while the operation ran; nothing changed, apply again",
                       error=True)
             return
-        new = result.array
-        high = int(new.max(initial=0))
+        high = int(result.array.max(initial=0))
         if high > np.iinfo(layer.data.dtype).max:
             # e.g. a split past 255 labels: widen the layer first (values unchanged), then edit
             layer.data = layer.data.astype(label_dtype(high))
-        change = label_change(layer.data, new.astype(layer.data.dtype, copy=False))
+            change = label_change(layer.data, result.array.astype(layer.data.dtype, copy=False))
         if change is not None:
             apply_change_undoable(layer, change)
         if result.segments:
             layer.metadata[SEGMENTS_KEY] = [s.to_dict() for s in result.segments]
-        set_layer_label_table(layer, result.names)
-        self.refresh_labels()
+        set_layer_label_table(layer, result.names, present)
+        self.refresh_labels(present)
         changed = 0 if change is None else change.voxels
         self._say(f"{result.message[:1].upper()}{result.message[1:]}: {changed} voxels changed "
                   "(Ctrl+Z undoes it).")

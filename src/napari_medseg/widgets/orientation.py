@@ -15,6 +15,7 @@ cannot do it, because npe2 readers return layer data and never see the viewer.
 
 from __future__ import annotations
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_medseg._layer_data import METADATA_KEY
@@ -36,6 +37,7 @@ class OrientationWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        self._closed = False  # taken out of the window (dock closed)
         self.show_letters = QCheckBox("Show orientation letters")
         self.show_letters.setChecked(True)
         self.status = QLabel("")
@@ -66,12 +68,31 @@ class OrientationWidget(QWidget):
 
     def letters(self) -> dict[str, str] | None:
         """The letters now on the canvas edges, or None when none are shown."""
-        if not self.show_letters.isChecked() or self.viewer.dims.ndisplay != 2:
+        if self._closed or not self.show_letters.isChecked() or self.viewer.dims.ndisplay != 2:
             return None
         if not _patient_frame(self.viewer):
             return None
         dims = self.viewer.dims
         return view_letters(dims.displayed, dims.ndim, tuple(camera_of(self.viewer).orientation2d))
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Closing the dock takes the widget out of the window: hide its letters with it.
+
+        Once closed, nothing keeps the letters in step with the view, and stale letters would be
+        wrong letters. A dock merely hidden behind another tab keeps its parent and its letters.
+        """
+        super().hideEvent(event)
+        QTimer.singleShot(0, self._hide_if_closed)  # Qt hides the widget before it unparents it
+
+    def _hide_if_closed(self) -> None:
+        if self.parent() is None:
+            self._closed = True
+            self.update_letters()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._closed = False
+        self.update_letters()
 
     def update_letters(self, event=None) -> None:
         letters = self.letters()
