@@ -17,7 +17,8 @@ from napari_medseg.io import write_labels, write_volume
 def main(out: str = "sample_data") -> None:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    for stem, phantom in (("ct_phantom", abdomen_ct(**CT_SAMPLE)), ("mr_phantom", brain_mr(**MR_SAMPLE))):
+    samples = (("ct_phantom", abdomen_ct(**CT_SAMPLE)), ("mr_phantom", brain_mr(**MR_SAMPLE)))
+    for stem, phantom in samples:
         for path in write_volume(folder / f"{stem}.nii.gz", phantom.image):
             print(path)
         for path in write_labels(folder / f"{stem}_labels.nii.gz", phantom.labels):

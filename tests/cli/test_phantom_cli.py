@@ -1,4 +1,4 @@
-"""``napari-medseg phantom``: files with sidecars, summary line, overwrite refusal, one-line errors."""
+"""`napari-medseg phantom`: files and sidecars, summary line, overwrite refusal, one-line errors."""
 
 from __future__ import annotations
 

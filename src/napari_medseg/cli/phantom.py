@@ -3,7 +3,8 @@
 Examples::
 
     napari-medseg phantom --kind ct-abdomen --seed 3 -o ct3.nii.gz --labels ct3_labels.nii.gz
-    napari-medseg phantom --kind mr-brain --seed 7 --contrast flair -o mr7.nii.gz --labels mr7_seg.nii.gz
+    napari-medseg phantom --kind mr-brain --seed 7 --contrast flair -o mr7.nii.gz \
+        --labels mr7_seg.nii.gz
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ class SmoothField:
         scale = np.broadcast_to(np.asarray(scale_mm, dtype=float), (3,))
         self.scale = scale
         self.lo = np.asarray(lo, dtype=float) - 2 * scale
-        counts = np.ceil((np.asarray(hi, dtype=float) + 2 * scale - self.lo) / scale).astype(int) + 1
+        span = np.asarray(hi, dtype=float) + 2 * scale - self.lo
+        counts = np.ceil(span / scale).astype(int) + 1
         self.values = rng.standard_normal(tuple(np.maximum(counts, 4))).astype(np.float32)
 
     def _weights(self, axis: int, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +189,8 @@ class Blob:
         """Draw this blob's deformation field (always, so every blob uses the stream alike)."""
         reach = max(self.radii) * (1 + abs(self.deform)) + 1
         c = np.asarray(self.centre, dtype=float)
-        self.field = SmoothField(rng, c - reach, c + reach, max(min(self.radii) * self.feature, 2.0))
+        feature = max(min(self.radii) * self.feature, 2.0)
+        self.field = SmoothField(rng, c - reach, c + reach, feature)
         return self
 
     def extent(self) -> tuple[np.ndarray, np.ndarray]:
@@ -287,3 +289,40 @@ def gaussian_noise_factor(sigmas_vox) -> float:
         w /= w.sum()
         factor *= float((w**2).sum())
     return float(np.sqrt(factor))
+
+
+def superellipse(y, x, a, b_ant, b_post, p, wobble=None):
+    """Normalised radius of a rounded-rectangle body section (1 on the outline), 2D float32."""
+    b = np.where(y < 0, np.float32(b_ant), np.float32(b_post))
+    r = (np.abs(x / np.float32(a)) ** p + np.abs(y / b) ** p) ** (1.0 / p)
+    if wobble is not None:
+        r = r / (1 + wobble)
+    return r.astype(np.float32)
+
+
+def tube(grid: Grid, tissue: np.ndarray, value: int, cy, cx, ry, rx, z_range=None, only=None,
+         z_keep=None):
+    """Paint an elliptic cylinder along the slices: centre and radii may be callables of z (mm)."""
+    z = grid.axes[0]
+    keep = np.ones(z.shape, bool) if z_range is None else (z >= z_range[0]) & (z <= z_range[1])
+    if z_keep is not None:
+        keep &= z_keep(z)
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return
+    zs = z[idx]
+    ev = [np.broadcast_to(np.asarray(f(zs) if callable(f) else f, dtype=np.float32), zs.shape)
+          for f in (cy, cx, ry, rx)]
+    reach_y = float(np.max(np.abs(ev[0]) + ev[2])) + 1
+    reach_x = float(np.max(np.abs(ev[1]) + ev[3])) + 1
+    box = grid.box((zs.min(), -reach_y, -reach_x), (zs.max(), reach_y, reach_x))
+    if box is None:
+        return
+    box = (slice(int(idx[0]), int(idx[-1]) + 1),) + box[1:]
+    y, x = grid.axes[1][box[1]], grid.axes[2][box[2]]
+    sel = idx - box[0].start
+    cy, cx, ry, rx = (e[:, None, None] for e in ev)
+    mask = ((y[None, :, None] - cy) / ry) ** 2 + ((x[None, None, :] - cx) / rx) ** 2 <= 1
+    full = np.zeros(tuple(s.stop - s.start for s in box), bool)
+    full[sel] = mask
+    paint(tissue, box, full, value, only)

@@ -17,6 +17,8 @@ from napari_medseg.core.phantom_common import (
     rotation,
     storage_orientation,
     streams,
+    superellipse,
+    tube,
 )
 
 CT_LABELS = LabelTable(
@@ -26,7 +28,7 @@ CT_LABELS = LabelTable(
             5: (224, 97, 76), 6: (241, 214, 145), 7: (255, 255, 0)},
 )
 
-# Tissue classes of the drawing (more than the labels: fat, bowel, ribs... are context, not classes).
+# Tissue classes of the drawing (more than the labels: fat, bowel, ribs... are context only).
 AIR, SKIN, FAT, MUSCLE, CAVITY_FAT, BOWEL, GAS, LUNG, HEART, FLUID = range(10)
 LIVER, SPLEEN, KIDNEY_L, KIDNEY_R, CYST_L, CYST_R, AORTA, IVC = range(10, 18)
 CORTEX, MARROW, DISC, CANAL, RIB, GALLBLADDER, VESSEL, PANCREAS = range(18, 26)
@@ -112,43 +114,6 @@ def _geometry(rng, shape, spacing, extent_z: float):
     return shape, spacing
 
 
-def _superellipse(y, x, a, b_ant, b_post, p, wobble=None):
-    """Normalised radius of a rounded-rectangle body section (1 on the outline), 2D float32."""
-    b = np.where(y < 0, np.float32(b_ant), np.float32(b_post))
-    r = (np.abs(x / np.float32(a)) ** p + np.abs(y / b) ** p) ** (1.0 / p)
-    if wobble is not None:
-        r = r / (1 + wobble)
-    return r.astype(np.float32)
-
-
-def _tube(grid: Grid, tissue: np.ndarray, value: int, cy, cx, ry, rx, z_range=None, only=None,
-          z_keep=None):
-    """Paint an elliptic cylinder along the slices: centre and radii may be callables of z (mm)."""
-    z = grid.axes[0]
-    keep = np.ones(z.shape, bool) if z_range is None else (z >= z_range[0]) & (z <= z_range[1])
-    if z_keep is not None:
-        keep &= z_keep(z)
-    idx = np.flatnonzero(keep)
-    if idx.size == 0:
-        return
-    zs = z[idx]
-    ev = [np.broadcast_to(np.asarray(f(zs) if callable(f) else f, dtype=np.float32), zs.shape)
-          for f in (cy, cx, ry, rx)]
-    reach_y = float(np.max(np.abs(ev[0]) + ev[2])) + 1
-    reach_x = float(np.max(np.abs(ev[1]) + ev[3])) + 1
-    box = grid.box((zs.min(), -reach_y, -reach_x), (zs.max(), reach_y, reach_x))
-    if box is None:
-        return
-    box = (slice(int(idx[0]), int(idx[-1]) + 1),) + box[1:]
-    y, x = grid.axes[1][box[1]], grid.axes[2][box[2]]
-    sel = idx - box[0].start
-    cy, cx, ry, rx = (e[:, None, None] for e in ev)
-    mask = ((y[None, :, None] - cy) / ry) ** 2 + ((x[None, None, :] - cx) / rx) ** 2 <= 1
-    full = np.zeros(tuple(s.stop - s.start for s in box), bool)
-    full[sel] = mask
-    paint(tissue, box, full, value, only)
-
-
 def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | None = None,
                lesions: int | None = None) -> Phantom:
     """An abdominal CT phantom with organ and liver-lesion ground truth.
@@ -196,7 +161,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     p = u(2.1, 2.7)
     fat_lat, fat_ant, fat_post = u(10, 40), u(10, 45), u(8, 30)
     mus_lat, mus_ant, mus_post = u(7, 14), u(8, 15), u(8, 14)
-    a_c, b_ant_c, b_post_c = a - fat_lat - mus_lat, b_ant - fat_ant - mus_ant, b_post - fat_post - mus_post
+    a_c, b_ant_c = a - fat_lat - mus_lat, b_ant - fat_ant - mus_ant  # the abdominal cavity
+    b_post_c = b_post - fat_post - mus_post
     extent_z = 190 * k
     shape, spacing = _geometry(rs["geometry"], shape, spacing, extent_z)
     top = rs["geometry"].uniform(5, 35)
@@ -213,13 +179,14 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     wobble_field = SmoothField(fr, (0, -b_ant, -a), (0, b_post, a), 60.0)
     wobble = wobble_field.at(np.zeros(1), grid.axes[1], grid.axes[2])[0] * np.float32(0.025)
     section = [
-        _superellipse(y2, x2, a, b_ant, b_post, p, wobble),
-        _superellipse(y2, x2, a - 2, b_ant - 2, b_post - 2, p, wobble),
-        _superellipse(y2, x2, a - fat_lat, b_ant - fat_ant, b_post - fat_post, p, wobble),
-        _superellipse(y2, x2, a_c, b_ant_c, b_post_c, p, wobble),
+        superellipse(y2, x2, a, b_ant, b_post, p, wobble),
+        superellipse(y2, x2, a - 2, b_ant - 2, b_post - 2, p, wobble),
+        superellipse(y2, x2, a - fat_lat, b_ant - fat_ant, b_post - fat_post, p, wobble),
+        superellipse(y2, x2, a_c, b_ant_c, b_post_c, p, wobble),
     ]
     z = grid.axes[0]
-    swell = (1 + 0.03 * np.sin(z / np.float32(u(60, 120)) + np.float32(u(0, 6.3)))).astype(np.float32)
+    swell = (1 + 0.03 * np.sin(z / np.float32(u(60, 120)) + np.float32(u(0, 6.3))))
+    swell = swell.astype(np.float32)
     for value, r in zip((SKIN, FAT, MUSCLE, CAVITY_FAT), section):
         tissue[r[None, :, :] <= swell[:, None, None]] = value
 
@@ -246,9 +213,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
 
     # paraspinal and psoas muscles
     for side in (-1, 1):
-        _tube(grid, tissue, MUSCLE, y_c + 14, side * u(30, 38), u(26, 34), u(22, 30),
+        tube(grid, tissue, MUSCLE, y_c + 14, side * u(30, 38), u(26, 34), u(22, 30),
               only=_CAVITY + (MUSCLE,))
-        _tube(grid, tissue, MUSCLE, y_vb + 4, side * (r_vb_lr + 14),
+        tube(grid, tissue, MUSCLE, y_vb + 4, side * (r_vb_lr + 14),
               lambda zz: np.clip((zz - 100 * k) / 90, 0.1, 1) * 20,
               lambda zz: np.clip((zz - 100 * k) / 90, 0.1, 1) * 18, z_range=(100 * k, 1e4))
 
@@ -324,9 +291,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
 
     # great vessels
     ao_x, ao_r, ao_ph = u(10, 22), u(9, 14), u(0, 6.3)
-    _tube(grid, tissue, AORTA, y_vb - r_vb_ap - ao_r - 1,
+    tube(grid, tissue, AORTA, y_vb - r_vb_ap - ao_r - 1,
           lambda zz: ao_x + 4 * np.sin(zz / 150 + ao_ph), ao_r, ao_r)
-    _tube(grid, tissue, IVC, y_vb - r_vb_ap - u(6, 14), -u(18, 30), u(8, 12), u(12, 17),
+    tube(grid, tissue, IVC, y_vb - r_vb_ap - u(6, 14), -u(18, 30), u(8, 12), u(12, 17),
           z_range=(-20, 1e4))
 
     # pancreas (unlabelled soft tissue): head right of the aorta, tail towards the spleen
@@ -346,17 +313,17 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     def disc_level(zz):
         return ~vertebral_level(zz)
 
-    _tube(grid, tissue, CORTEX, y_vb, 0, r_vb_ap, r_vb_lr, z_keep=vertebral_level)
-    _tube(grid, tissue, MARROW, y_vb, 0, r_vb_ap - 2, r_vb_lr - 2, z_keep=vertebral_level)
-    _tube(grid, tissue, DISC, y_vb, 0, r_vb_ap, r_vb_lr, z_keep=disc_level)
+    tube(grid, tissue, CORTEX, y_vb, 0, r_vb_ap, r_vb_lr, z_keep=vertebral_level)
+    tube(grid, tissue, MARROW, y_vb, 0, r_vb_ap - 2, r_vb_lr - 2, z_keep=vertebral_level)
+    tube(grid, tissue, DISC, y_vb, 0, r_vb_ap, r_vb_lr, z_keep=disc_level)
 
     def arch_level(zz):
         return np.mod(zz - phase - disc_h, period) < 0.7 * (period - disc_h)
 
-    _tube(grid, tissue, CORTEX, y_c, 0, r_canal + 6, r_canal + 7, z_keep=arch_level)
-    _tube(grid, tissue, CORTEX, y_c + r_canal + 20, 0, 20, u(3, 5), z_keep=arch_level)
-    _tube(grid, tissue, CORTEX, y_c - 2, 0, 5, r_vb_lr + u(18, 26), z_keep=arch_level)
-    _tube(grid, tissue, CANAL, y_c, 0, r_canal, r_canal + 1)
+    tube(grid, tissue, CORTEX, y_c, 0, r_canal + 6, r_canal + 7, z_keep=arch_level)
+    tube(grid, tissue, CORTEX, y_c + r_canal + 20, 0, 20, u(3, 5), z_keep=arch_level)
+    tube(grid, tissue, CORTEX, y_c - 2, 0, 5, r_vb_lr + u(18, 26), z_keep=arch_level)
+    tube(grid, tissue, CANAL, y_c, 0, r_canal, r_canal + 1)
 
     _ribs(grid, tissue, an, section[3], a_c, b_post_c, k)
 

@@ -253,7 +253,8 @@ def _tumour(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, radii) -> 
         centre = direction * rng.uniform(0.15, 0.65) * np.asarray(radii)
         centre[0] = min(centre[0], radii[0] * 0.3)  # above the skull base
         idx = np.rint((centre - grid.origin) / grid.spacing).astype(int)
-        if np.any(idx < 0) or np.any(idx >= grid.shape) or tissue[tuple(idx)] not in (WM, GM, DEEP_GM):
+        inside = np.all(idx >= 0) and np.all(idx < grid.shape)
+        if not inside or tissue[tuple(idx)] not in (WM, GM, DEEP_GM):
             continue
         break
     else:
