@@ -271,3 +271,10 @@ def test_augmentation_keeps_label_values_and_never_flips_by_default():
                         AugmentConfig(strength=1.0, p_spatial=0.0, flip_axes=(2,)), gen)
         flipped += int(any(torch.nonzero(yf[b] == 1)[:, 2].float().mean() > 8 for b in range(2)))
     assert flipped > 0
+
+
+def test_validation_every_other_epoch(tmp_path, cases):
+    result = train(make_card(3), cases, tmp_path / "m.yaml", quick(epochs=3, iterations=1, val_every=2,
+                                                                    validate_first=False))
+    assert [h["val_dice"] is not None for h in result.history] == [False, True, True]
+    assert result.best_epoch in (2, 3) and result.initial_dice is None

@@ -154,7 +154,8 @@ def _run(args) -> int:
                               ("batch_size", args.batch_size), ("lr", args.lr),
                               ("val_fraction", args.val_fraction), ("patience", args.patience),
                               ("precision", args.precision), ("threads", args.threads),
-                              ("fg_ratio", args.fg_ratio), ("augment", args.augment)):
+                              ("fg_ratio", args.fg_ratio), ("augment", args.augment),
+                              ("val_every", args.val_every)):
         if value is not None:
             setattr(config, field_name, value)
     if args.patch_size:
@@ -186,6 +187,8 @@ def register(sub) -> None:
     p.add_argument("--patch-size", default=None, help="patch size, comma-separated (default: card's roi_size)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-3)")
     p.add_argument("--val-fraction", type=float, default=None, help="share of pairs for validation (default 0.2)")
+    p.add_argument("--val-every", type=int, default=None, help="validate every N epochs and after the last "
+                                                               "(default 1)")
     p.add_argument("--patience", type=int, default=None, help="epochs without improvement before stopping "
                                                               "(default 10, 0 = never)")
     p.add_argument("--fg-ratio", type=float, default=None, help="share of patches centred on a label (default 0.67)")

@@ -113,6 +113,9 @@ class TrainConfig:
         val_postprocess: apply the card's post-processing when validating (off: the network
             alone is judged, which is what training changes).
         validate_first: score the starting network before the first epoch (``initial_dice``).
+        val_every: validate every this many epochs (and after the last); ``patience`` still
+            counts epochs. Validation runs the engine on whole scans, which on big scans can cost
+            more than an epoch of patches.
     """
 
     epochs: int = 50
@@ -136,6 +139,7 @@ class TrainConfig:
     threads: int | None = None
     val_postprocess: bool = False
     validate_first: bool = True
+    val_every: int = 1
 
 
 @dataclass
@@ -182,7 +186,8 @@ class TrainResult:
         epochs_run: epochs completed, counting resumed ones.
         stopped: True when ``should_stop`` ended the run (nothing written but the checkpoint).
         early_stopped: True when ``patience`` ended the run.
-        history: one dict per epoch (epoch, loss, val_dice, val_per_label, lr, seconds).
+        history: one dict per epoch (epoch, loss, val_dice, val_per_label (label value -> Dice), lr,
+            seconds, train_seconds, seconds_per_iteration).
         checkpoint_path: the checkpoint file.
         seconds: wall time of this call.
         precision, device: what the run used.
@@ -425,7 +430,7 @@ def train(card: ModelCard, pairs: Sequence[TrainingPair | PairLike], out_card: s
         train_pairs, held_out = _split(all_pairs, config.val_fraction, rng)
     emit(TrainProgress("prepare", 0, config.epochs, message=f"preparing {len(train_pairs)} training and "
                                                             f"{len(held_out)} validation case(s)"))
-    train_cases = [prepare_case(card, p, rng) for p in train_pairs]
+    train_cases = [prepare_case(card, p, rng, keep_scan=False) for p in train_pairs]
     val_cases = [prepare_case(card, p, rng) for p in held_out]
     if not any(c.class_voxels for c in train_cases):
         raise TrainingDataError("the training label volumes hold no label at all (only background)")
@@ -567,8 +572,10 @@ def train(card: ModelCard, pairs: Sequence[TrainingPair | PairLike], out_card: s
                                loss=float(np.mean(losses)), best_dice=best_dice, best_epoch=best_epoch,
                                eta_s=_eta(iter_seconds, val_seconds, epoch, it + 1, config)))
         # -- validation --------------------------------------------------------------------
+        train_seconds = time.perf_counter() - t_epoch
         mean_dice, per_label = None, {}
-        if val_cases:
+        due = (epoch + 1) % max(int(config.val_every), 1) == 0 or epoch + 1 == config.epochs
+        if val_cases and due:
             t_val = time.perf_counter()
             def on_case(done: int, total: int) -> None:
                 emit(TrainProgress("validate", epoch + 1, config.epochs, config.iterations, config.iterations,
@@ -586,7 +593,8 @@ def train(card: ModelCard, pairs: Sequence[TrainingPair | PairLike], out_card: s
             best_dice, best_epoch, best_state = mean_dice, epoch, _state_copy(net)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": mean_dice,
                         "val_per_label": {str(k): v for k, v in per_label.items()}, "lr": float(lr),
-                        "seconds": time.perf_counter() - t_epoch})
+                        "seconds": time.perf_counter() - t_epoch, "train_seconds": train_seconds,
+                        "seconds_per_iteration": train_seconds / config.iterations})
         save_checkpoint()
         eta = _eta(iter_seconds, val_seconds, epoch, 0, config)
         dice_text = "" if mean_dice is None else f", val Dice {mean_dice:.4f} (best {best_dice:.4f} @ {best_epoch})"

@@ -193,8 +193,12 @@ def _check_grid(pair: TrainingPair, in_channels: int) -> None:
                                 f"the scan has {channels}")
 
 
-def prepare_case(card: ModelCard, pair: TrainingPair, rng: np.random.Generator) -> Case:
-    """Map labels, bring scan and labels to model space, normalise, index the classes."""
+def prepare_case(card: ModelCard, pair: TrainingPair, rng: np.random.Generator, keep_scan: bool = True) -> Case:
+    """Map labels, bring scan and labels to model space, normalise, index the classes.
+
+    ``keep_scan=False`` drops the scan-grid labels and the pair (training cases need neither; a
+    512x512x300 label map is 75 MB).
+    """
     _check_grid(pair, int(card.network.in_channels))
     lut = label_lookup(card, pair.labels, pair.name)
     classes = lut[np.asarray(pair.labels.array, dtype=np.intp)]
@@ -221,6 +225,8 @@ def prepare_case(card: ModelCard, pair: TrainingPair, rng: np.random.Generator) 
         if idx.size > _MAX_CLASS_VOXELS:
             idx = np.sort(rng.choice(idx, _MAX_CLASS_VOXELS, replace=False))
         class_voxels[int(c)] = idx
+    if not keep_scan:
+        return Case(pair.name, image, target, tuple(float(s) for s in space.spacing), class_voxels)
     return Case(pair.name, image, target, tuple(float(s) for s in space.spacing), class_voxels, pair, scan_labels)
 
 
