@@ -142,7 +142,12 @@ def test_cancel_mid_run_leaves_every_layer_as_it_was(make_napari_viewer, qtbot, 
     before = snapshot(viewer)
     widget.run()
     assert not widget.run_button.enabled and widget.cancel_button.enabled
-    qtbot.waitUntil(lambda: widget.job.progress_events >= 2, timeout=20000)
+    etas = []
+    widget.job.pbar.events.eta.connect(lambda e: etas.append(e.value))
+    qtbot.waitUntil(lambda: widget.job.progress_events >= 3, timeout=20000)
+    # the activity panel's bar: total = windows, value = windows done, an ETA from tqdm ("<00:01")
+    assert widget.job.pbar.total == widget.job.windows_total > 0 and 0 < widget.job.pbar.n < widget.job.pbar.total
+    assert any("<" in eta for eta in etas)
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.job.running, timeout=10000)
     after = snapshot(viewer)
@@ -318,3 +323,24 @@ def test_event_loop_stays_alive_during_a_3d_run(make_napari_viewer, qtbot, tmp_p
     assert f"phantom – unet-96" in viewer.layers
     assert len(ticks) >= 10
     assert sum(progress_while_running) >= 3
+
+
+def test_any_image_layer_with_a_scale_and_instance_output(make_napari_viewer, qtbot, models_dir, notifications):
+    """A plain napari Image layer (no plugin metadata, placed by scale/translate) is segmented on its own
+    grid; instance output names every instance after its class; cuda falls back to the CPU with a warning."""
+    viewer = make_napari_viewer()
+    ph = abdomen_ct(seed=2, shape=(16, 48, 48), spacing=(2.5, 1.0, 1.0))
+    image = viewer.add_image(ph.image.array, name="phantom", scale=(2.5, 1.0, 1.0), translate=(10.0, -5.0, 3.0))
+    widget = open_widget(viewer)
+    widget.output.value = "instance"
+    widget.instances.value = "liver, 2"
+    widget.device.value = "cuda"
+    run_and_wait(qtbot, widget)
+    labels = viewer.layers[f"phantom – {MODEL}"]
+    np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
+    names = [n for i, n in zip(labels.features["index"], labels.features["name"]) if i != 0]
+    assert names and all(n.rsplit(" ", 1)[0] in ("liver", "spleen") for n in names)
+    assert set(np.unique(labels.data)) == set(range(len(names) + 1))
+    if not torch.cuda.is_available():
+        assert any("cuda is not available" in msg for _, msg in notifications)

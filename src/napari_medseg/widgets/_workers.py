@@ -56,6 +56,7 @@ class Job(QObject):
         self._stop = threading.Event()
         self.running = False
         self.progress_events = 0     # progress reports that reached the main thread
+        self.windows_total = 0       # the total of the last report
         self.started_at: float | None = None
         self.cancelled_at: float | None = None
         self.pbar = None
@@ -108,6 +109,7 @@ class Job(QObject):
     # -- main thread -----------------------------------------------------------------------------
     def _on_progress(self, done: int, total: int, message: str) -> None:
         self.progress_events += 1
+        self.windows_total = total
         pbar = self.pbar
         if pbar is None or not self.running:
             return
