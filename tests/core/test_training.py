@@ -179,6 +179,8 @@ def test_fine_tune_from_weights(tmp_path, cases):
     assert "fine-tuned" in load_card(tuned.card_path).trained_on
     again = train(card, cases, tmp_path / "c.yaml", quick(epochs=1, iterations=1), init=first.weights_path)
     assert again.initial_dice == pytest.approx(first.best_dice, abs=0.02)
+    with pytest.raises(ModelError, match="initial weights do not fit"):
+        train(make_card(3, small=False), cases, tmp_path / "d.yaml", quick(), init=net.state_dict())
 
 
 def test_sigmoid_card_trains(tmp_path, cases):

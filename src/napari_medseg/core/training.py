@@ -442,12 +442,16 @@ def train(card: ModelCard, pairs: Sequence[TrainingPair | PairLike], out_card: s
     torch.manual_seed(config.seed)
     net = build_network(card.network)
     if init is not None:
-        if isinstance(init, torch.nn.Module):
-            net.load_state_dict(init.state_dict())
-        elif isinstance(init, dict):
-            net.load_state_dict(init)
-        else:
-            net = load_weights(net, init)
+        try:
+            if isinstance(init, torch.nn.Module):
+                net.load_state_dict(init.state_dict())
+            elif isinstance(init, dict):
+                net.load_state_dict(init)
+            else:
+                net = load_weights(net, init)
+        except RuntimeError as exc:
+            raise ModelError(f"initial weights do not fit the card's network {card.network.arch}: "
+                             f"{str(exc).splitlines()[0]}") from exc
     memory_format = torch.channels_last_3d if int(card.network.spatial_dims) == 3 else torch.contiguous_format
     net = net.to(device).to(memory_format=memory_format)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
