@@ -1,0 +1,115 @@
+"""The recipes of the built-in models: card templates, phantom seeds and training settings.
+
+One place for what ``train_builtin_models.py`` trains and ``evaluate_builtin_models.py`` measures, so
+the evaluation can never use a seed the training saw. Seeds:
+
+* training phantoms: 1000 + i, validation phantoms: 5000 + i (both drawn per model kind),
+* evaluation phantoms: 9000 + i, never used for training or for choosing weights,
+* sample data: seed 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TRAIN_SEED0, VAL_SEED0, EVAL_SEED0 = 1000, 5000, 9000
+
+_CT_LABELS = {1: "liver", 2: "spleen", 3: "kidney_left", 4: "kidney_right", 5: "aorta", 6: "vertebrae",
+              7: "liver_lesion"}
+_MR_LABELS = {1: "csf", 2: "grey_matter", 3: "white_matter", 4: "tumour", 5: "oedema"}
+
+# CT: a soft-tissue window wide enough for bone edges and lesions 20-60 HU off the liver.
+_CT_PRE = {"orientation": "RAS", "intensity": {"kind": "window", "window": [-250, 350],
+                                                "out_range": [0.0, 1.0], "clip": True}}
+# MR: arbitrary units, bias field and varied contrast: percentiles over the head, not a fixed window.
+_MR_PRE = {"orientation": "RAS", "intensity": {"kind": "percentile", "percentiles": [1.0, 99.5],
+                                                "out_range": [0.0, 1.0], "clip": True}}
+
+
+@dataclass
+class Recipe:
+    """How one built-in model is made."""
+
+    name: str
+    kind: str                      # phantom kind: ct-abdomen | mr-brain
+    card: dict[str, Any]           # card template (no weights)
+    n_train: int
+    n_val: int
+    train: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields
+    lesion_labels: tuple[str, ...] = ()
+
+
+RECIPES: dict[str, Recipe] = {
+    "ct-abdomen-3d": Recipe(
+        name="ct-abdomen-3d", kind="ct-abdomen", n_train=40, n_val=4,
+        card={
+            "name": "ct-abdomen-3d",
+            "description": "Abdominal organs and liver lesions on CT, 3D sliding window. Demonstration model "
+                           "trained on synthetic phantoms only: not for patients.",
+            "modality": "CT",
+            "labels": _CT_LABELS,
+            "network": {"arch": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 8,
+                        "kwargs": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2}},
+            "preprocessing": {**_CT_PRE, "spacing": [1.5, 1.5, 2.5]},
+            "inference": {"mode": "3d", "roi_size": [96, 96, 48], "overlap": 0.25, "blend": "gaussian",
+                          "batch_size": 4},
+            "output": {"activation": "softmax", "resample": "linear"},
+            "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5, 6]}],
+        },
+        train={"epochs": 30, "iterations": 80, "batch_size": 2, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        lesion_labels=("liver_lesion",),
+    ),
+    "ct-abdomen-2d": Recipe(
+        name="ct-abdomen-2d", kind="ct-abdomen", n_train=48, n_val=4,
+        card={
+            "name": "ct-abdomen-2d",
+            "description": "Abdominal organs and liver lesions on CT, axial slice by slice. Demonstration model "
+                           "trained on synthetic phantoms only: not for patients.",
+            "modality": "CT",
+            "labels": _CT_LABELS,
+            "network": {"arch": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 8,
+                        "kwargs": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
+                                   "num_res_units": 2}},
+            "preprocessing": {**_CT_PRE, "spacing": [1.5, 1.5]},
+            "inference": {"mode": "2d", "roi_size": [256, 256], "overlap": 0.25, "blend": "gaussian",
+                          "slice_axis": 2, "batch_size": 8},
+            "output": {"activation": "softmax", "resample": "linear"},
+            "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5, 6]}],
+        },
+        train={"epochs": 40, "iterations": 75, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        lesion_labels=("liver_lesion",),
+    ),
+    "mr-brain": Recipe(
+        name="mr-brain", kind="mr-brain", n_train=48, n_val=4,
+        card={
+            "name": "mr-brain",
+            "description": "Brain tissues (CSF, grey and white matter) and tumour with oedema on T1-like or "
+                           "FLAIR-like MRI, axial slice by slice at 1 mm in-plane. Demonstration model trained "
+                           "on synthetic phantoms only: not for patients.",
+            "modality": "MR",
+            "labels": _MR_LABELS,
+            "network": {"arch": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 6,
+                        "kwargs": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
+                                   "num_res_units": 2}},
+            "preprocessing": {**_MR_PRE, "spacing": [1.0, 1.0]},
+            "inference": {"mode": "2d", "roi_size": [256, 256], "overlap": 0.25, "blend": "gaussian",
+                          "slice_axis": 2, "batch_size": 8},
+            "output": {"activation": "softmax", "resample": "linear"},
+            "postprocess": [],
+        },
+        train={"epochs": 40, "iterations": 75, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        lesion_labels=("tumour", "oedema"),
+    ),
+}
+
+
+def make_phantom(kind: str, seed: int):
+    """The phantom of ``kind`` for ``seed`` (random realistic geometry, as a user's scan would have)."""
+    from napari_medseg.core import phantoms
+
+    if kind == "ct-abdomen":
+        return phantoms.abdomen_ct(seed)
+    if kind == "mr-brain":
+        return phantoms.brain_mr(seed)
+    raise ValueError(f"unknown phantom kind {kind!r}")
