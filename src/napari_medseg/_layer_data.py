@@ -74,7 +74,10 @@ def layer_data_from_volume(volume: Volume, name: str, as_labels: bool | None = N
         from napari_medseg.core.labels import as_label_array
 
         data = as_label_array(volume.array)
-        present = np.flatnonzero(np.bincount(data.ravel())) if data.size else np.array([])
+        from napari_medseg.core.regions import label_counts
+
+        # slab by slab: a whole-volume bincount would copy 512x512x300 labels to int64 (630 MB)
+        present = np.flatnonzero(label_counts(data)) if data.size else np.array([])
         kwargs.update(label_layer_kwargs(volume.labels or LabelTable(), present))
         return data, kwargs, "labels"
     data = volume.array

@@ -150,9 +150,9 @@ class SegmentOutcome:
 
 
 def _present(array: np.ndarray) -> list[int]:
-    counts = np.bincount(array.ravel()) if array.dtype.itemsize <= 2 else np.bincount(
-        array.ravel().astype(np.int64))
-    return [int(v) for v in np.flatnonzero(counts) if v != 0]
+    from napari_medseg.core.regions import label_counts
+
+    return [int(v) for v in np.flatnonzero(label_counts(array)) if v != 0]
 
 
 def _warm_up_layer_imports() -> None:
