@@ -136,13 +136,17 @@ def test_ct_lesion_counts_and_kinds_vary_over_seeds():
     assert len(counts) >= 4 and kinds == {"hypo", "hyper"}
 
 
-def test_ct_intensities_are_plausible_hounsfield_units():
-    ph = abdomen_ct(6, spacing=(4.0, 2.0, 2.0))
+@pytest.mark.parametrize("seed", [0, 1, 2])  # unenhanced, portal venous, arterial
+def test_ct_intensities_are_plausible_hounsfield_units_for_the_drawn_phase(seed):
+    ph = abdomen_ct(seed, spacing=(4.0, 2.0, 2.0))
     liver = _median(ph, 1)
-    assert 35 <= liver <= 85
-    assert _median(ph, 3) > liver + 30 and _median(ph, 4) > liver + 30  # enhancing kidneys
-    assert _median(ph, 5) > 100  # contrast in the aorta
+    assert 35 <= liver <= 120
     assert _median(ph, 6) > 150  # bone
+    if ph.facts["phase"] == "unenhanced":
+        assert 10 <= _median(ph, 3) <= 50 and 20 <= _median(ph, 5) <= 65
+    else:
+        assert _median(ph, 3) > liver + 30 and _median(ph, 4) > liver + 30  # enhancing kidneys
+        assert _median(ph, 5) > 100  # contrast in the aorta
     for d in ph.lesions:
         if d["equivalent_diameter_mm"] >= 15:
             centre = np.rint(ph.labels.world_to_voxel(np.array(d["centre_mm"]))).astype(int)
@@ -164,6 +168,11 @@ def test_ct_anatomy_and_lesions_are_the_same_at_any_spacing():
         assert twin["kind"] == d["kind"] and twin["centre_mm"] == d["centre_mm"]
     for v in (1, 2, 3):
         assert np.linalg.norm(_centroid(coarse, v) - _centroid(fine, v)) < 5
+
+
+def test_ct_contrast_phases_vary_over_seeds():
+    phases = {abdomen_ct(seed, spacing=(8.0, 6.0, 6.0)).facts["phase"] for seed in range(10)}
+    assert phases == {"unenhanced", "portal_venous", "arterial"}
 
 
 def test_ct_geometry_drawn_from_the_seed_stays_in_clinical_ranges():

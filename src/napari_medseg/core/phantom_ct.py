@@ -46,49 +46,69 @@ _CAVITY = (CAVITY_FAT, BOWEL, GAS, LUNG)  # what organs may be painted over
 SLICE_THICKNESSES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 
 
-def _hu_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tissue mean HU and texture amplitude for one scan (domain randomisation).
+#: contrast phases drawn per scan, with their probabilities
+PHASES = {"unenhanced": 0.35, "portal_venous": 0.5, "arterial": 0.15}
 
-    Every tissue gets a value drawn within a realistic CT range, so a network has to use shape and
-    context rather than one number per organ.
+
+def _hu_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-tissue mean HU, texture amplitude and contrast phase for one scan.
+
+    Domain randomisation: the phase (unenhanced, portal venous, arterial) and every tissue value
+    within its realistic range for that phase are drawn, so a network has to use shape and
+    context rather than one number per organ, and meets both plain and contrast CT (the real
+    TotalSegmentator example is unenhanced: aorta and kidneys near 15-45 HU).
     """
     u = rng.uniform
+    phase = str(rng.choice(list(PHASES), p=list(PHASES.values())))
     hu = np.zeros(_N_TISSUES, dtype=np.float32)
     tex = np.zeros(_N_TISSUES, dtype=np.float32)
-    liver = u(40, 80)
     hu[AIR] = -1000
     hu[SKIN] = u(10, 60)
     hu[FAT] = u(-120, -80)
     hu[MUSCLE] = u(35, 65)
     hu[CAVITY_FAT] = hu[FAT] + u(-5, 25)
-    hu[BOWEL] = u(15, 60)
     hu[GAS] = u(-1000, -950)
     hu[LUNG] = u(-900, -780)
-    hu[HEART] = u(50, 160)
     hu[FLUID] = u(0, 35)
-    hu[LIVER] = liver
-    hu[SPLEEN] = np.clip(liver + u(-15, 35), 35, 120)
-    hu[[KIDNEY_L, KIDNEY_R]] = u(120, 220)
     hu[[CYST_L, CYST_R]] = u(-5, 20)
-    hu[AORTA] = u(120, 260)
-    hu[IVC] = u(80, 180)
-    hu[CORTEX] = u(500, 1000)
-    hu[MARROW] = u(150, 300)
+    hu[CORTEX] = u(450, 1000)
+    hu[MARROW] = u(120, 300)
     hu[DISC] = u(60, 110)
     hu[CANAL] = u(0, 30)
     hu[RIB] = u(350, 800)
     hu[GALLBLADDER] = u(-5, 20)
-    enhanced = u() < 0.85  # portal venous phase; else vessels a little darker than liver
-    hu[VESSEL] = liver + (u(30, 110) if enhanced else u(-25, -8))
-    hu[PANCREAS] = u(40, 110)
+    if phase == "unenhanced":
+        liver = u(40, 70)
+        hu[SPLEEN] = max(liver - u(0, 15), 30)
+        hu[[KIDNEY_L, KIDNEY_R]] = u(20, 40)
+        hu[AORTA], hu[IVC], hu[HEART] = u(30, 55), u(30, 55), u(30, 55)
+        hu[VESSEL] = liver - u(8, 25)  # unenhanced vessels are darker than liver
+        hu[PANCREAS], hu[BOWEL] = u(20, 50), u(5, 45)
+    elif phase == "portal_venous":
+        liver = u(60, 115)
+        hu[SPLEEN] = liver + u(-10, 20)
+        hu[[KIDNEY_L, KIDNEY_R]] = u(120, 220)
+        hu[AORTA], hu[IVC], hu[HEART] = u(120, 220), u(90, 180), u(100, 200)
+        hu[VESSEL] = liver + u(30, 90)
+        hu[PANCREAS], hu[BOWEL] = u(70, 120), u(15, 70)
+    else:  # arterial
+        liver = u(50, 85)
+        hu[SPLEEN] = u(80, 160)
+        tex[SPLEEN] = u(10, 25)  # arciform, heterogeneous
+        hu[[KIDNEY_L, KIDNEY_R]] = u(150, 260)
+        hu[AORTA], hu[IVC], hu[HEART] = u(220, 400), u(40, 80), u(150, 350)
+        hu[VESSEL] = liver + u(-10, 40)
+        hu[PANCREAS], hu[BOWEL] = u(90, 140), u(15, 70)
+    hu[LIVER] = liver
     tex[PANCREAS] = u(6, 15)
     tex[[FAT, CAVITY_FAT]] = u(3, 10)
-    tex[[MUSCLE, LIVER, SPLEEN]] = u(2, 6)
+    tex[[MUSCLE, LIVER]] = u(2, 6)
+    tex[SPLEEN] = max(tex[SPLEEN], u(2, 6))
     tex[BOWEL] = u(8, 20)
     tex[LUNG] = u(15, 40)
     tex[MARROW] = u(20, 50)
     tex[[KIDNEY_L, KIDNEY_R]] = u(5, 15)
-    return hu, tex
+    return hu, tex, phase
 
 
 def _geometry(rng, shape, spacing, extent_z: float):
@@ -131,9 +151,11 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     kidney: they are distractors on which the lesion class must not fire, as are the gallbladder
     and the fluid in the stomach.
 
-    Intensities are drawn per tissue within realistic ranges (liver 40-80 HU, kidney 120-220...),
-    in the spirit of SynthSeg's domain randomisation, with a smooth texture per tissue, a scanner
-    blur (in-plane 0.4-0.8 mm, slice profile 0.35 x thickness) and correlated noise of 6-18 HU.
+    Intensities: a contrast phase is drawn (unenhanced 35%, portal venous 50%, arterial 15%), then
+    every tissue value within its realistic range for that phase (liver 40-70 HU unenhanced, up to
+    115 HU portal venous; kidneys 20-40 HU plain, 120-260 HU enhanced...), in the spirit of
+    SynthSeg's domain randomisation, with a smooth texture per tissue, a scanner blur (in-plane
+    0.4-0.8 mm, slice profile 0.35 x thickness) and correlated noise of 6-18 HU.
 
     Args:
         seed: the same seed gives identical arrays and geometry; the anatomy of a seed is the same
@@ -249,8 +271,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
 
     # liver: right lobe + left lobe
     ap = b_ant_c + b_post_c
-    right = Blob((75 * k, (b_post_c - b_ant_c) / 2 - 5, -0.45 * a_c),
-                 (u(80, 95) * k, 0.5 * ap * u(0.95, 1.1), 0.5 * a_c * u(0.95, 1.15)),
+    right = Blob((75 * k, (b_post_c - b_ant_c) / 2 - 18, -0.52 * a_c),
+                 (u(78, 92) * k, 0.5 * ap * u(0.85, 1.0), 0.47 * a_c * u(0.95, 1.15)),
                  rotation(u(-10, 10), u(15, 30), u(-8, 8)), deform=0.1).attach(fr)
     left = Blob((u(40, 55) * k, -0.5 * b_ant_c, u(0.0, 0.2) * a_c),
                 (u(40, 55) * k, 0.3 * b_ant_c + 12, u(0.4, 0.55) * a_c),
@@ -266,8 +288,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
         paint(tissue, *m, GALLBLADDER, only=_CAVITY + (LIVER,))
 
     # spleen, posterolateral left
-    spleen = Blob((u(55, 80) * k, 0.3 * b_post_c - 5, a_c - u(30, 42)),
-                  (u(45, 60) * k, u(45, 60) * k, u(18, 26) * k),
+    spleen = Blob((u(55, 80) * k, 0.3 * b_post_c - 5, a_c - u(25, 36)),
+                  (u(50, 65) * k, u(48, 62) * k, u(20, 28) * k),
                   rotation(u(-45, -20), u(-10, 10)), deform=0.12).attach(fr)
     if (m := spleen.mask(grid)) is not None:
         paint(tissue, *m, SPLEEN, only=_CAVITY + (HEART,))
@@ -276,7 +298,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     kidneys = []
     for side, kid, cyst, zc in ((1, KIDNEY_L, CYST_L, 120), (-1, KIDNEY_R, CYST_R, 135)):
         cx = side * (r_vb_lr + u(40, 55))
-        centre = (zc * k + u(-10, 10), y_vb + u(5, 15), cx)
+        centre = (zc * k + u(-10, 10), y_vb + u(-10, 5), cx)
         rot = rotation(side * u(20, 40), side * u(-15, -5), u(-5, 15))
         kidney = Blob(centre, (u(48, 60) * k, u(26, 32) * k, u(16, 21) * k), rot, deform=0.07,
                       feature=1.2).attach(fr)
@@ -346,7 +368,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
 
     # --- intensities, texture, blur, noise
     ir = rs["intensity"]
-    hu, tex = _hu_values(ir)
+    hu, tex, phase = _hu_values(ir)
     for i, les in enumerate(lesion_list):
         hu[LESION0 + i] = hu[LIVER] + les["contrast_hu"]
         tex[LESION0 + i] = ir.uniform(0, 6)
@@ -373,6 +395,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     vol = grid.volume(image, meta=meta)
     facts = {"kind": "ct-abdomen", "seed": int(seed), "orientation": orient,
              "spacing": list(spacing), "shape": list(shape), "noise_hu": float(noise_sd),
+             "phase": phase,
              "liver_hu": float(hu[LIVER]), "kidney_cysts": cysts}
     return Phantom(image=vol, labels=vol.with_array(labels, labels=CT_LABELS),
                    lesions=lesion_list, facts=facts)
