@@ -274,7 +274,7 @@ def storage_orientation(rng: np.random.Generator, orientation: str | None) -> st
     return check_orientation(orientation) if orientation is not None else drawn
 
 
-def gaussian_noise_factor(sigmas_vox) -> float:
+def gaussian_noise_factor(sigmas_vox, truncate: float = 4.0) -> float:
     """Standard deviation that white unit noise keeps after ndimage.gaussian_filter(sigmas).
 
     Used to pre-scale white noise so that blurred (correlated, CT-like) noise has the drawn std.
@@ -283,7 +283,7 @@ def gaussian_noise_factor(sigmas_vox) -> float:
     for s in np.atleast_1d(sigmas_vox):
         if s <= 0:
             continue
-        radius = int(4.0 * s + 0.5)
+        radius = int(truncate * s + 0.5)
         x = np.arange(-radius, radius + 1)
         w = np.exp(-0.5 * (x / s) ** 2)
         w /= w.sum()

@@ -158,8 +158,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     0.4-0.8 mm, slice profile 0.35 x thickness) and correlated noise of 6-18 HU.
 
     Args:
-        seed: the same seed gives identical arrays and geometry; the anatomy of a seed is the same
-            at any spacing.
+        seed: the same seed gives identical arrays and geometry. The anatomy of a seed is the
+            same at any spacing (a lesion position may differ where a coarse grid rejects a
+            candidate that a fine one accepts).
         shape: napari-order grid size (slices, rows, columns); drawn from the seed when None
             (field of view 330-400 mm, craniocaudal coverage 160-260 mm containing the organs).
         spacing: voxel size in mm (slice, row, column); drawn when None (in-plane 0.6-1.0 mm,
@@ -217,7 +218,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     r_canal = u(7, 9)
     y_c = b_post - fat_post - u(32, 42)  # canal centre, measured from the back
     y_vb = y_c - r_canal - 3 - r_vb_ap
-    period, disc_h, phase = u(32, 38) * k, u(7, 10), u(0, 40)
+    period, disc_h, level0 = u(32, 38) * k, u(7, 10), u(0, 40)  # vertebra height, disc, offset
 
     # bowel and gas in the peritoneal fat
     body_box = grid.box((-top, -b_ant_c, -a_c), (grid.axes[0][-1], b_post_c, a_c))
@@ -315,8 +316,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     ao_x, ao_r, ao_ph = u(10, 22), u(9, 14), u(0, 6.3)
     tube(grid, tissue, AORTA, y_vb - r_vb_ap - ao_r - 1,
           lambda zz: ao_x + 4 * np.sin(zz / 150 + ao_ph), ao_r, ao_r)
-    tube(grid, tissue, IVC, y_vb - r_vb_ap - u(6, 14), -u(18, 30), u(8, 12), u(12, 17),
-          z_range=(-20, 1e4))
+    ivc_y, ivc_x = y_vb - r_vb_ap - u(6, 14), -u(18, 30)
+    tube(grid, tissue, IVC, ivc_y, ivc_x, u(8, 12), u(12, 17), z_range=(-20, 1e4))
 
     # pancreas (unlabelled soft tissue): head right of the aorta, tail towards the spleen
     y_ao = y_vb - r_vb_ap - ao_r - 1
@@ -330,7 +331,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
 
     # vertebrae: bodies with cortical shell and marrow, discs, canal, posterior arches
     def vertebral_level(zz):
-        return np.mod(zz - phase, period) >= disc_h
+        return np.mod(zz - level0, period) >= disc_h
 
     def disc_level(zz):
         return ~vertebral_level(zz)
@@ -340,7 +341,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     tube(grid, tissue, DISC, y_vb, 0, r_vb_ap, r_vb_lr, z_keep=disc_level)
 
     def arch_level(zz):
-        return np.mod(zz - phase - disc_h, period) < 0.7 * (period - disc_h)
+        return np.mod(zz - level0 - disc_h, period) < 0.7 * (period - disc_h)
 
     tube(grid, tissue, CORTEX, y_c, 0, r_canal + 6, r_canal + 7, z_keep=arch_level)
     tube(grid, tissue, CORTEX, y_c + r_canal + 20, 0, 20, u(3, 5), z_keep=arch_level)
@@ -353,7 +354,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     lesion_list = _liver_lesions(grid, tissue, rs["lesions"], (right, left), lesions)
     hilum = (right.centre[0] + 0.25 * right.radii[0], right.centre[1] + 0.1 * right.radii[1],
              right.centre[2] + 0.45 * right.radii[2])
-    confluence = (u(5, 20) * k, y_vb - r_vb_ap - u(6, 14), -u(18, 30))  # top of the IVC
+    confluence = (u(5, 20) * k, ivc_y, ivc_x)  # hepatic veins join the IVC at the top
     _vessel_tree(grid, tissue, np.random.default_rng([int(seed), 98]), (hilum, confluence))
     # kidney cysts
     lr = np.random.default_rng([int(seed), 99])  # cysts: own stream, same at any spacing
@@ -382,7 +383,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     psf_mm = ir.uniform(0.4, 0.8)
     sigma = np.array([0.35, psf_mm / spacing[1], psf_mm / spacing[2]])
     sigma[1:] = np.maximum(sigma[1:], 0.3)
-    pre = noise_sd / gaussian_noise_factor(sigma)
+    pre = noise_sd / gaussian_noise_factor(sigma, truncate=3.0)
     img += rs["noise"].standard_normal(shape, dtype=np.float32) * np.float32(pre)
     img = ndimage.gaussian_filter(img, sigma, truncate=3.0)
     np.clip(img, -1024, 3071, out=img)
