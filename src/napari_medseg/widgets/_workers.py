@@ -10,6 +10,9 @@ computes. Cancelling (the widget's button or the bar's own cancel button) sets a
 Results, errors and cancellations come back to the main thread as calls of the ``on_*`` callbacks,
 never as tracebacks: an error reaches ``on_error`` (the widget shows a notification).
 ``sync=True`` runs the job in the calling thread, for debugging.
+
+Between two reports (a slow batch: big windows on a busy CPU) a 0.5 s timer refreshes the bar, so
+its elapsed time and ETA keep moving and the user sees the job is alive.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_medseg.core.errors import Cancelled
 
@@ -63,6 +66,9 @@ class Job(QObject):
         self.worker = None
         self._message = ""
         self.progressed.connect(self._on_progress)
+        self._tick = QTimer(self)
+        self._tick.setInterval(500)
+        self._tick.timeout.connect(self._refresh)
 
     # -- control ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -82,6 +88,7 @@ class Job(QObject):
             return
         from napari.qt.threading import create_worker
 
+        self._tick.start()
         self.worker = create_worker(self._run, _start_thread=False, _ignore_errors=True)
         self.worker.returned.connect(self._returned)
         self.worker.errored.connect(self._errored)
@@ -121,6 +128,10 @@ class Job(QObject):
         if done != pbar.n:
             pbar.update(done - pbar.n)
 
+    def _refresh(self) -> None:
+        if self.pbar is not None and self.pbar.total:
+            self.pbar.refresh()  # recomputes elapsed and ETA; napari shows them in the activity panel
+
     def _returned(self, result: Any) -> None:
         if self.should_stop():  # cancelled after the last check: drop the result, change nothing
             self._cancelled()
@@ -145,6 +156,7 @@ class Job(QObject):
 
     def _finished(self) -> None:
         self.running = False
+        self._tick.stop()
         if self.pbar is not None:
             self.pbar.close()
             self.pbar = None
