@@ -268,6 +268,23 @@ def paint(target: np.ndarray, box, mask: np.ndarray, value: int, only=None) -> n
     return mask
 
 
+def fit_grid(shape, spacing, drawn_spacing, extent_mm) -> tuple[tuple, tuple]:
+    """Grid size and voxel size (napari order): what the caller fixed, the rest made to cover
+    ``extent_mm`` (coverage, field of view) with the spacing drawn from the seed."""
+    if spacing is None:
+        spacing = (drawn_spacing if shape is None
+                   else tuple(e / max(int(n), 1) for e, n in zip(extent_mm, shape)))
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
+    if shape is None:
+        shape = tuple(max(int(round(e / s)), 1) for e, s in zip(extent_mm, spacing))
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be three positive sizes, got {shape}")
+    return shape, spacing
+
+
 def storage_orientation(rng: np.random.Generator, orientation: str | None) -> str:
     """The caller's orientation code, or one of RAS/LPS drawn from the seed."""
     drawn = DRAWN_ORIENTATIONS[int(rng.integers(len(DRAWN_ORIENTATIONS)))]

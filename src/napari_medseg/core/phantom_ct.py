@@ -12,6 +12,7 @@ from napari_medseg.core.phantom_common import (
     Phantom,
     SmoothField,
     capsule,
+    fit_grid,
     gaussian_noise_factor,
     paint,
     rotation,
@@ -112,26 +113,13 @@ def _hu_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def _geometry(rng, shape, spacing, extent_z: float):
-    """Grid size and spacing (napari order) from what the caller fixed and the seed."""
+    """Grid size and spacing: in-plane 0.6-1.0 mm, clinical slice thicknesses, field of view
+    330-400 mm, coverage of the organs plus 15-55 mm (160-260 mm)."""
     inplane = rng.uniform(0.6, 1.0)
     thickness = SLICE_THICKNESSES[int(rng.integers(len(SLICE_THICKNESSES)))]
     fov = rng.uniform(330, 400)
     coverage = float(np.clip(extent_z + rng.uniform(15, 55), 160, 260))
-    if spacing is None:
-        if shape is None:
-            spacing = (thickness, inplane, inplane)
-        else:
-            spacing = (coverage / shape[0], fov / shape[1], fov / shape[2])
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
-    if shape is None:
-        shape = (max(int(round(coverage / spacing[0])), 1), max(int(round(fov / spacing[1])), 8),
-                 max(int(round(fov / spacing[2])), 8))
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be three positive sizes, got {shape}")
-    return shape, spacing
+    return fit_grid(shape, spacing, (thickness, inplane, inplane), (coverage, fov, fov))
 
 
 def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | None = None,

@@ -12,6 +12,7 @@ from napari_medseg.core.phantom_common import (
     Grid,
     Phantom,
     SmoothField,
+    fit_grid,
     paint,
     rotation,
     storage_orientation,
@@ -66,22 +67,13 @@ def _intensities(rng: np.random.Generator, contrast: str) -> np.ndarray:
 
 
 def _geometry(rng, shape, spacing, extent_z: float):
+    """Grid size, spacing and coverage: in-plane 1.0-1.2 mm, slices 1-3 mm, field of view
+    220-256 mm, coverage of the head plus 8-24 mm."""
     inplane = rng.uniform(1.0, 1.2)
     thickness = SLICE_THICKNESSES[int(rng.integers(len(SLICE_THICKNESSES)))]
     fov = rng.uniform(220, 256)
     coverage = extent_z + rng.uniform(8, 24)
-    if spacing is None:
-        spacing = ((thickness, inplane, inplane) if shape is None
-                   else (coverage / shape[0], fov / shape[1], fov / shape[2]))
-    spacing = tuple(float(s) for s in spacing)
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
-    if shape is None:
-        shape = (max(int(round(coverage / spacing[0])), 1), max(int(round(fov / spacing[1])), 8),
-                 max(int(round(fov / spacing[2])), 8))
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be three positive sizes, got {shape}")
+    shape, spacing = fit_grid(shape, spacing, (thickness, inplane, inplane), (coverage, fov, fov))
     return shape, spacing, coverage
 
 
