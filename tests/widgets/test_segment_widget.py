@@ -129,7 +129,7 @@ def test_cancel_mid_run_leaves_every_layer_as_it_was(make_napari_viewer, qtbot, 
     forward = Segmenter._forward
 
     def slow_forward(self, batch):  # a slow network, so the run is surely still going when Cancel comes
-        time.sleep(0.05)
+        time.sleep(0.2)
         return forward(self, batch)
 
     monkeypatch.setattr(Segmenter, "_forward", slow_forward)
