@@ -258,6 +258,24 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
             paint(tissue, box, mi, FLUID, only=(BOWEL,))
             paint(tissue, box, mi & gas_cap, GAS, only=(FLUID,))
 
+    # kidneys beside the spine, the right one lower; renal sinus fat at the hilum. Drawn before
+    # liver and spleen, which then take the kidneys' impressions instead of overlapping them.
+    kidneys = []
+    for side, kid, cyst, zc in ((1, KIDNEY_L, CYST_L, 120), (-1, KIDNEY_R, CYST_R, 135)):
+        cx = side * (r_vb_lr + u(40, 55))
+        centre = (zc * k + u(-10, 10), y_vb + u(-10, 5), cx)
+        rot = rotation(side * u(20, 40), side * u(-15, -5), u(-5, 15))
+        kidney = Blob(centre, (u(48, 60) * k, u(26, 32) * k, u(16, 21) * k), rot, deform=0.07,
+                      feature=1.2).attach(fr)
+        kidneys.append((kidney, kid, cyst))
+        if (m := kidney.mask(grid)) is not None:
+            paint(tissue, *m, kid, only=_CAVITY)
+        sinus = Blob((centre[0], centre[1] - 6, cx - side * 12),
+                     (kidney.radii[0] * 0.5, kidney.radii[1] * 0.35, kidney.radii[2] * 0.45),
+                     rot).attach(fr)
+        if (m := sinus.mask(grid)) is not None:
+            paint(tissue, *m, CAVITY_FAT, only=(kid,))
+
     # liver: right lobe + left lobe
     ap = b_ant_c + b_post_c
     right = Blob((75 * k, (b_post_c - b_ant_c) / 2 - 18, -0.52 * a_c),
@@ -282,23 +300,6 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
                   rotation(u(-45, -20), u(-10, 10)), deform=0.12).attach(fr)
     if (m := spleen.mask(grid)) is not None:
         paint(tissue, *m, SPLEEN, only=_CAVITY + (HEART,))
-
-    # kidneys beside the spine, the right one lower; renal sinus fat at the hilum; cysts
-    kidneys = []
-    for side, kid, cyst, zc in ((1, KIDNEY_L, CYST_L, 120), (-1, KIDNEY_R, CYST_R, 135)):
-        cx = side * (r_vb_lr + u(40, 55))
-        centre = (zc * k + u(-10, 10), y_vb + u(-10, 5), cx)
-        rot = rotation(side * u(20, 40), side * u(-15, -5), u(-5, 15))
-        kidney = Blob(centre, (u(48, 60) * k, u(26, 32) * k, u(16, 21) * k), rot, deform=0.07,
-                      feature=1.2).attach(fr)
-        kidneys.append((kidney, kid, cyst))
-        if (m := kidney.mask(grid)) is not None:
-            paint(tissue, *m, kid, only=_CAVITY + (LIVER, SPLEEN, MUSCLE))
-        sinus = Blob((centre[0], centre[1] - 6, cx - side * 12),
-                     (kidney.radii[0] * 0.5, kidney.radii[1] * 0.35, kidney.radii[2] * 0.45),
-                     rot).attach(fr)
-        if (m := sinus.mask(grid)) is not None:
-            paint(tissue, *m, CAVITY_FAT, only=(kid,))
 
     # great vessels
     ao_x, ao_r, ao_ph = u(10, 22), u(9, 14), u(0, 6.3)
