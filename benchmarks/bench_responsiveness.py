@@ -204,7 +204,8 @@ def main(argv=None) -> int:
         print(f"  run (click to result)         {r['run_s']:8.1f} s")
         print(f"  worst event-loop gap, inference {r['gap_inference_ms']:6.0f} ms   (target <= 100)  "
               f"{'PASS' if r['gap_inference_ms'] <= 100 else 'FAIL'}")
-        print(f"  worst gap, whole run incl. add  {r['gap_whole_ms']:6.0f} ms   (99th percentile {r['gap_p99_ms']:.0f} ms)")
+        print(f"  worst gap, whole run incl. add  {r['gap_whole_ms']:6.0f} ms   "
+              f"(99th percentile {r['gap_p99_ms']:.0f} ms)")
         print(f"  progress reports                {r['progress_per_s']:6.1f} /s, longest wait "
               f"{r['progress_max_wait_s']:.2f} s ({r['progress_reports']} reports)   (target >= 2/s)  "
               f"{'PASS' if r['progress_max_wait_s'] <= 0.5 else 'FAIL'}")

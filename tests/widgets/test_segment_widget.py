@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from napari_medseg._layer_data import layer_data_from_volume
-from napari_medseg.core.card import InferenceSpec, IntensitySpec, ModelCard, NetworkSpec, OutputSpec, PreprocessingSpec
+from napari_medseg.core.card import (
+    InferenceSpec, IntensitySpec, ModelCard, NetworkSpec, OutputSpec, PreprocessingSpec,
+)
 from napari_medseg.core.models import build_network, save_card
 from napari_medseg.core.phantoms import CT_LABELS, abdomen_ct
 
@@ -31,9 +33,10 @@ def make_card(folder, name=MODEL, in_channels=1, roi=(16, 16, 16), channels=(4, 
     card = ModelCard(
         name=name, description="test model with random weights", modality="CT", trained_on="nothing (random)",
         labels=CT_LABELS,
-        network=NetworkSpec("UNet", 3, in_channels, 8, {"channels": list(channels), "strides": [2] * (len(channels) - 1),
-                                                        "num_res_units": 0}),
-        preprocessing=PreprocessingSpec(orientation=None, channels=in_channels, intensity=IntensitySpec(kind="window", window=(-160, 240))),
+        network=NetworkSpec("UNet", 3, in_channels, 8, {"channels": list(channels),
+                                                        "strides": [2] * (len(channels) - 1), "num_res_units": 0}),
+        preprocessing=PreprocessingSpec(orientation=None, channels=in_channels,
+                                        intensity=IntensitySpec(kind="window", window=(-160, 240))),
         inference=InferenceSpec(mode="3d", roi_size=roi, overlap=0.25, batch_size=2),
         output=OutputSpec(resample="nearest"), weights="model.pt")
     torch.manual_seed(seed)
@@ -319,8 +322,9 @@ def test_event_loop_stays_alive_during_a_3d_run(make_napari_viewer, qtbot, tmp_p
     gaps = np.diff(ticks)
     print(f"heartbeat: {len(ticks)} ticks, worst gap {gaps.max() * 1000:.0f} ms; "
           f"{job.progress_events} progress reports; layer added in {widget.last_add_seconds * 1000:.0f} ms; "
-          f"worst gaps at {[round(ticks[i] - ticks[0], 2) for i in np.argsort(gaps)[-3:]]} s of {ticks[-1] - ticks[0]:.2f}")
-    assert f"phantom – unet-96" in viewer.layers
+          f"worst gaps at {[round(ticks[i] - ticks[0], 2) for i in np.argsort(gaps)[-3:]]} s "
+          f"of {ticks[-1] - ticks[0]:.2f}")
+    assert "phantom – unet-96" in viewer.layers
     assert len(ticks) >= 10
     assert sum(progress_while_running) >= 3
 
@@ -344,3 +348,20 @@ def test_any_image_layer_with_a_scale_and_instance_output(make_napari_viewer, qt
     assert set(np.unique(labels.data)) == set(range(len(names) + 1))
     if not torch.cuda.is_available():
         assert any("cuda is not available" in msg for _, msg in notifications)
+
+
+def test_segment_params_refuse_what_cannot_run(tmp_path, monkeypatch):
+    from napari_medseg.core.errors import ModelError
+    from napari_medseg.widgets._segment_job import SegmentParams
+
+    with pytest.raises(ValueError, match="mode 'slice' needs slice_index"):
+        SegmentParams(model="m", mode="slice")
+    with pytest.raises(ValueError, match="overlap 1.0"):
+        SegmentParams(model="m", overlap=1.0)
+    with pytest.raises(ValueError, match="on_existing 'merge'"):
+        SegmentParams(model="m", on_existing="merge")
+    monkeypatch.setenv("NAPARI_MEDSEG_BUNDLES", str(tmp_path))
+    with pytest.raises(ModelError, match="not downloaded yet.*press Download"):
+        SegmentParams(model="spleen_ct_segmentation", source="zoo").model_target()
+    params = SegmentParams(model="m", mode="slice", slice_index=4, slice_axis=1, probability=True)
+    assert params.predict_kwargs() == {"mode": None, "slice_index": 4, "axis": 1, "return_probability": True}
