@@ -155,7 +155,9 @@ class SlabStitcher:
     def add(self, window: Window, output: torch.Tensor) -> None:
         """Add one window's scores ``(C, *roi)`` (any float dtype) where the window sits.
 
-        ``output`` is scaled in place by the importance map (it is the network's output, used once).
+        Class by class in float32: mixing dtypes (a bf16 network output into a float16 buffer)
+        in one whole-window operation makes torch allocate float32 temporaries of every class
+        (800 MB a window for 105 classes); one class at a time they are a few MB.
         """
         z0, z1 = window.rows
         if z0 > self.base:
@@ -165,14 +167,16 @@ class SlabStitcher:
         src = (slice(z0 - self.base, z1 - self.base),) + window.src[1:]
         weight = self.importance[window.dst]
         out = output[(slice(None),) + window.dst]
-        if not self.constant:
-            out = out.mul_(weight)
         target = self.scores[(slice(None),) + src]
-        if self.relative:  # class c minus class 0, in the accumulator's precision; class 0 dropped
-            target += out[1:]
-            target -= out[:1]
-        else:
-            target += out
+        first = out[0].float() if self.relative else None  # class c minus class 0; class 0 dropped
+        for c in range(target.shape[0]):
+            score = out[c + 1] if self.relative else out[c]
+            score = score.float()  # a copy of one class, or (float32) the output itself, used once
+            if first is not None:
+                score.sub_(first)
+            if not self.constant:
+                score.mul_(weight)
+            target[c] += score
         if self.weights is not None:
             self.weights[src] += weight
 
