@@ -19,7 +19,15 @@ How it is fast and lean on a CPU (figures in ``benchmarks/bench_inference.py`` a
   slab becomes labels at once (:mod:`~napari_medseg.core.labelling`), so no float map of every
   class over the whole volume ever exists;
 * an untouched scan (no resampling) is read window by window through a view, normalised per
-  window, never copied whole.
+  window, never copied whole;
+* when only labels are wanted (softmax, no probability, no linear resampling) the slab holds
+  every class's score minus class 0's, one channel less (half the buffer for 2 classes);
+* on the CPU a forward pass takes at most about two 96^3 windows (``CPU_FORWARD_VOXELS``):
+  larger batches are no faster there and only hold more activations.
+
+Multi-channel models take their other input volumes through ``extra_channels`` (same grid, the
+card's channel order); an RGB picture is a one-slice three-channel volume
+(:func:`napari_medseg.io.rgb.rgb_volume`).
 """
 
 from __future__ import annotations
