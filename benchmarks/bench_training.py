@@ -69,7 +69,9 @@ def learn(args) -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for dims, (card, batch) in cards.items():
-            for precision in ("fp32", "bf16"):
+            if dims not in args.dims:
+                continue
+            for precision in args.precisions:
                 cfg = TrainConfig(epochs=args.epochs, iterations=args.iterations, batch_size=batch,
                                   precision=precision, val_fraction=0.25, patience=0, threads=args.threads)
                 r = train(card, pairs, f"{tmp}/{dims}-{precision}.yaml", cfg)
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--cases", type=int, default=4)
+    ap.add_argument("--dims", nargs="+", default=["3D", "2D"], choices=["3D", "2D"])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.learn:
