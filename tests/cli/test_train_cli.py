@@ -57,7 +57,7 @@ def test_train_end_to_end_then_fine_tune(data, capsys):
     out = data / "out" / "model.yaml"
     rc = main(["train", "--images", str(data / "img"), "--labels", str(data / "lab" / "*.nii.gz"),
                "--card", str(out), "--base", str(data / "base.yaml"), "--epochs", "2", "--iterations", "2",
-               "--val-fraction", "0.34", "--threads", "2", "--name", "tiny-trained"])
+               "--val-fraction", "0.34", "--threads", "1", "--name", "tiny-trained"])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "3 pair(s), matched by file stem" in text

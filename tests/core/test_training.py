@@ -57,7 +57,7 @@ def make_card(dims: int = 3, activation: str = "softmax", small: bool = True) ->
 
 def quick(**kw) -> TrainConfig:
     base = dict(epochs=1, iterations=3, batch_size=2, lr=1e-2, warmup_iterations=3, val_fraction=0.34,
-                patience=0, seed=0, threads=2)
+                patience=0, seed=0, threads=1)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -235,6 +235,10 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(ModelError, match="must end in .yaml"):
         train(make_card(), [good], tmp_path / "m.txt", quick())
     assert not list(tmp_path.iterdir())
+    threads = torch.get_num_threads()
+    with pytest.raises(TrainingDataError):
+        train(make_card(), [], tmp_path / "m.yaml", quick(threads=threads + 1))
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
 
 
 def test_sampler_centres_small_classes_as_often_as_large(cases):

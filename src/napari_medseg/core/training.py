@@ -397,9 +397,20 @@ def train(card: ModelCard, pairs: Sequence[TrainingPair | PairLike], out_card: s
         TrainingDataError / GeometryError: unusable pairs (counts, grids, unknown label names).
         CardError / ModelError: a wrong card, output path or initial weights.
     """
-    t_start = time.perf_counter()
     config = config or TrainConfig()
-    out_card = Path(out_card)
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    try:
+        return _train(card, pairs, Path(out_card), config, val_pairs, init, reader, progress, should_stop, resume)
+    finally:  # a library call must not change the host application's (napari's) torch threads
+        torch.set_num_threads(previous_threads)
+
+
+def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, reader, progress, should_stop,
+           resume) -> TrainResult:
+    """The body of :func:`train`, which only sets and restores torch's thread count around it."""
+    t_start = time.perf_counter()
     if out_card.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise ModelError(f"{out_card}: the trained card's file name must end in .yaml, .yml or .json")
     card = copy.deepcopy(card)
@@ -407,8 +418,6 @@ def train(card: ModelCard, pairs: Sequence[TrainingPair | PairLike], out_card: s
     if config.epochs < 1 or config.iterations < 1 or config.batch_size < 1:
         raise ModelError(f"epochs, iterations and batch size must be >= 1, got {config.epochs}, "
                          f"{config.iterations}, {config.batch_size}")
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
     device = resolve_device(config.device)
     precision = resolve_training_precision(config.precision, device)
     if device.type == "cpu":
