@@ -114,3 +114,49 @@ def test_pairing_by_stem_else_sorted_order():
     assert how == "in sorted order" and pairs[1] == (Path("x2.nii"), Path("y2.nii"))
     with pytest.raises(ValueError, match="2 image file"):
         pair_files([Path("x1.nii"), Path("x2.nii")], [Path("y1.nii")])
+
+
+@pytest.mark.realdata
+def test_train_on_real_ct_with_a_class_map(realdata, tmp_path, capsys):
+    """TotalSegmentator's CT and its 41-label map: names from its class map, other organs background."""
+    import torch
+
+    from napari_medseg.core.models import load_model, save_card
+    from napari_medseg.core.training_data import TrainingPair, prepare_case
+    from napari_medseg.io import read_volume
+
+    ts = realdata / "totalsegmentator"
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "img" / "example.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")
+    (tmp_path / "lab" / "example_seg.nii.gz").symlink_to(ts / "example_seg.nii.gz")
+    names = LabelTable.from_names({1: "liver", 2: "spleen", 3: "kidney_left", 4: "kidney_right", 5: "aorta"})
+    card = ModelCard(name="real-ft", network=NetworkSpec("UNet", 3, 1, 6, {"channels": [4, 8], "strides": [2],
+                                                                          "num_res_units": 0}),
+                     labels=names, preprocessing=PreprocessingSpec(
+                         orientation="RAS", spacing=(3.0, 3.0, 3.0),
+                         intensity=IntensitySpec(kind="window", window=(-150.0, 250.0))),
+                     inference=InferenceSpec(roi_size=(32, 32, 16), batch_size=2))
+    save_card(card, tmp_path / "base.yaml")
+    class_map = ts / "class_map_total_and_total_mr.json"
+    rc = main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"),
+               "--card", str(tmp_path / "out.yaml"), "--base", str(tmp_path / "base.yaml"),
+               "--label-names", str(class_map), "--label-set", "total", "--unknown-labels", "background",
+               "--epochs", "1", "--iterations", "1", "--threads", "1", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    load_model(tmp_path / "out.yaml")
+    rc = main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"),
+               "--card", str(tmp_path / "out2.yaml"), "--base", str(tmp_path / "base.yaml"),
+               "--label-names", str(class_map), "-q"])
+    assert rc == 2 and "several label sets (total, total_mr)" in capsys.readouterr().err
+    # the mapping itself: liver is 5 and aorta 52 in TotalSegmentator's numbering
+    import json
+
+    total = {int(k): v for k, v in json.loads(class_map.read_text())["total"].items()}
+    seg = read_volume(ts / "example_seg.nii.gz")
+    case = prepare_case(card, TrainingPair(read_volume(ts / "example_ct_sm.nii.gz"), seg, "ts"),
+                        np.random.default_rng(0), label_names=total, unknown="background")
+    for value, ts_value in ((1, 5), (2, 1), (3, 3), (4, 2), (5, 52)):
+        assert np.array_equal(case.scan_labels == value, seg.array == ts_value), names.name(value)
+    assert set(np.unique(case.scan_labels)) == {0, 1, 2, 3, 4, 5}
+    assert torch.load(tmp_path / "out.pt", weights_only=True)

@@ -216,6 +216,23 @@ def test_unknown_label_name_and_value_are_errors():
         label_lookup(make_card(), pair.labels, pair.name)
 
 
+def test_names_from_a_class_list_and_unknown_labels_as_background():
+    pair = make_case(0, names=None, values=(9, 5))
+    card = make_card()
+    with pytest.raises(TrainingDataError, match="case0: label 5 'spleen' is not a label"):
+        label_lookup(card, pair.labels, pair.name, label_names={9: "organ", 5: "spleen"})
+    with pytest.raises(TrainingDataError, match="label value 5 is not a label"):
+        label_lookup(card, pair.labels, pair.name, label_names={9: "organ"})
+    lut = label_lookup(card, pair.labels, pair.name, label_names={9: "organ", 5: "spleen"}, unknown="background")
+    assert lut[9] == 1 and lut[5] == 0
+    case = prepare_case(card, pair, np.random.default_rng(0), label_names={9: "organ", 5: "lesion"})
+    np.testing.assert_array_equal(case.scan_labels, make_case(0).labels.array)
+    # a label table on the volume wins over the class list
+    named = make_case(0, names=LabelTable.from_names({9: "organ", 5: "lesion"}), values=(9, 5))
+    lut = label_lookup(card, named.labels, named.name, label_names={9: "lesion", 5: "organ"})
+    assert lut[9] == 1 and lut[5] == 2
+
+
 def test_bad_inputs_have_clear_errors(tmp_path):
     good = make_case(0)
     small = Volume(np.zeros((20, 24, 23), np.uint8), good.image.affine)

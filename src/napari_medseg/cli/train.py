@@ -10,6 +10,10 @@ epoch; ``--resume`` continues from it).
   random (seeded) weights. One of the two is required: there is no default card, because the
   intensity normalisation and the label list depend on the data (CT window, MR z-score, the organs).
 
+Label files are matched to the card's labels by name (their sidecar, or ``--label-names`` for files
+from other tools), else by value; ``--unknown-labels background`` drops labels the card does not
+have (a 117-class TotalSegmentator map for a 5-organ card).
+
 **Pairing** of images and labels: by file stem when every scan has exactly one label file of the
 same stem (case-insensitive, a trailing ``_seg``, ``_label``, ``_labels``, ``_mask`` or ``_gt`` of the
 label file ignored), else in sorted order of the file names; the pairs are printed either way, and
@@ -93,6 +97,31 @@ def _base_card(spec: str):
     return get_model_card(spec)
 
 
+def read_label_names(path: str, key: str | None) -> dict[int, str]:
+    """Value -> name from a JSON object (``{"1": "spleen", ...}``), or one set of a JSON object of
+    such objects chosen by ``key`` (TotalSegmentator's ``class_map``: ``{"total": {...}, ...}``)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--label-names {path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--label-names {path}: expected a JSON object of label value -> name")
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        if key is None or key not in data:
+            raise ValueError(f"--label-names {path}: holds several label sets ({', '.join(nested)}); "
+                             f"choose one with --label-set")
+        data = data[key]
+    elif key is not None:
+        raise ValueError(f"--label-set {key}: {path} holds one label set, not several")
+    try:
+        return {int(k): str(v) for k, v in data.items()}
+    except ValueError:
+        raise ValueError(f"--label-names {path}: keys must be label values (whole numbers)") from None
+
+
 def _fmt_eta(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -158,6 +187,9 @@ def _run(args) -> int:
                               ("val_every", args.val_every)):
         if value is not None:
             setattr(config, field_name, value)
+    if args.label_names:
+        config.label_names = read_label_names(args.label_names, args.label_set)
+    config.unknown_labels = args.unknown_labels
     if args.patch_size:
         config.patch_size = tuple(int(v) for v in args.patch_size.split(","))
     printer = _Printer(args.quiet)
@@ -193,6 +225,12 @@ def register(sub) -> None:
                                                               "(default 10, 0 = never)")
     p.add_argument("--fg-ratio", type=float, default=None, help="share of patches centred on a label (default 0.67)")
     p.add_argument("--augment", type=float, default=None, help="augmentation strength, 0 = off (default 1)")
+    p.add_argument("--label-names", default=None, metavar="JSON",
+                   help="label value -> name for label files without a name sidecar (e.g. TotalSegmentator's "
+                        "class map); labels are then matched to the card by name")
+    p.add_argument("--label-set", default=None, help="which set of a --label-names file with several (e.g. total)")
+    p.add_argument("--unknown-labels", choices=("error", "background"), default="error",
+                   help="a label the card does not have: an error (default) or background")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); falls back to cpu when missing")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                    help="auto: bf16 where the CPU/GPU has it natively, else fp32")

@@ -121,6 +121,10 @@ class TrainConfig:
         val_every: validate every this many epochs (and after the last); ``patience`` still
             counts epochs. Validation runs the engine on whole scans, which on big scans can cost
             more than an epoch of patches.
+        label_names: value -> name for label volumes without names of their own (another tool's
+            class list); their labels are then mapped onto the card by name.
+        unknown_labels: ``error`` (default) or ``background``: what a label the card does not
+            have becomes (``background`` for label maps with more classes than the card).
     """
 
     epochs: int = 50
@@ -145,6 +149,8 @@ class TrainConfig:
     val_postprocess: bool = False
     validate_first: bool = True
     val_every: int = 1
+    label_names: dict[int, str] | None = None
+    unknown_labels: str = "error"
 
 
 @dataclass
@@ -445,8 +451,9 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
         train_pairs, held_out = _split(all_pairs, config.val_fraction, rng)
     emit(TrainProgress("prepare", 0, config.epochs, message=f"preparing {len(train_pairs)} training and "
                                                             f"{len(held_out)} validation case(s)"))
-    train_cases = [prepare_case(card, p, rng, keep_scan=False) for p in train_pairs]
-    val_cases = [prepare_case(card, p, rng) for p in held_out]
+    mapping = {"label_names": config.label_names, "unknown": config.unknown_labels}
+    train_cases = [prepare_case(card, p, rng, keep_scan=False, **mapping) for p in train_pairs]
+    val_cases = [prepare_case(card, p, rng, **mapping) for p in held_out]
     if not any(c.class_voxels for c in train_cases):
         raise TrainingDataError("the training label volumes hold no label at all (only background)")
     if not val_cases:

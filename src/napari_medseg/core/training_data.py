@@ -121,12 +121,25 @@ def class_values(card: ModelCard) -> list[int]:
     return [int(v) for v in (values or range(n))]
 
 
-def label_lookup(card: ModelCard, labels: Volume, name: str) -> np.ndarray:
+UNKNOWN_LABELS = ("error", "background")
+
+
+def label_lookup(card: ModelCard, labels: Volume, name: str, label_names: dict[int, str] | None = None,
+                 unknown: str = "error") -> np.ndarray:
     """A lookup table from the label volume's values to class indices of ``card``.
 
-    By name where the label volume's table names the value, else by value. Raises
-    :class:`TrainingDataError` naming the case and the label for anything the card does not know.
+    Args:
+        card: the card being trained (its label names and output channels).
+        labels: the label volume; its ``LabelTable`` names, when it has any, map values by name.
+        name: the case's name for messages.
+        label_names: value -> name for label volumes that carry no names (a label map from another
+            tool with its class list, e.g. TotalSegmentator's ``class_map``).
+        unknown: ``error`` (default): a label the card does not know is a
+            :class:`TrainingDataError` naming the case and the label; ``background``: it becomes
+            background (for label maps with more classes than the card, e.g. 117 organs for 5).
     """
+    if unknown not in UNKNOWN_LABELS:
+        raise TrainingDataError(f"unknown labels {unknown!r}: expected one of {', '.join(UNKNOWN_LABELS)}")
     arr = labels.array
     if arr.dtype.kind not in "iub":
         if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
@@ -138,24 +151,37 @@ def label_lookup(card: ModelCard, labels: Volume, name: str) -> np.ndarray:
         raise TrainingDataError(f"{name}: label volume holds negative value {int(present[0])}")
     values = class_values(card)
     card_names = card.labels or LabelTable()
-    table = labels.labels if labels.labels is not None and labels.labels.names else None
+    if labels.labels is not None and labels.labels.names:
+        table = labels.labels
+    elif label_names:
+        table = LabelTable.from_names(label_names)
+    else:
+        table = None
     lut = np.zeros(int(present.max()) + 1 if present.size else 1, dtype=np.uint8)
     known = ", ".join(f"{v} {card_names.name(v)}" for v in values[1:]) or "none"
+    dropped = []
     for v in present.tolist():
         if v == 0:
             continue
         if table is not None and v in table.names:
             label_name = table.names[v]
             target = card_names.value_of(label_name)
-            if target is None or target not in values:
-                raise TrainingDataError(f"{name}: label {v} {label_name!r} is not a label of the card "
-                                        f"{card.name!r} (it has: {known})")
+            problem = None if target is not None and target in values else (
+                f"{name}: label {v} {label_name!r} is not a label of the card {card.name!r} (it has: {known})")
         else:
             target = v
-            if target not in values:
-                raise TrainingDataError(f"{name}: label value {v} is not a label of the card {card.name!r} "
-                                        f"(it has: {known}); name the labels in a sidecar to map them by name")
-        lut[v] = values.index(target)
+            problem = None if target in values else (
+                f"{name}: label value {v} is not a label of the card {card.name!r} (it has: {known}); "
+                "name the labels in a sidecar to map them by name")
+        if problem is None:
+            lut[v] = values.index(target)
+        elif unknown == "background":
+            dropped.append(table.names.get(v, str(v)) if table is not None else str(v))
+        else:
+            raise TrainingDataError(problem)
+    if dropped:
+        log.info("%s: %d label(s) the card does not have become background: %s", name, len(dropped),
+                 ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
     return lut
 
 
@@ -193,14 +219,15 @@ def _check_grid(pair: TrainingPair, in_channels: int) -> None:
                                 f"the scan has {channels}")
 
 
-def prepare_case(card: ModelCard, pair: TrainingPair, rng: np.random.Generator, keep_scan: bool = True) -> Case:
+def prepare_case(card: ModelCard, pair: TrainingPair, rng: np.random.Generator, keep_scan: bool = True,
+                 label_names: dict[int, str] | None = None, unknown: str = "error") -> Case:
     """Map labels, bring scan and labels to model space, normalise, index the classes.
 
     ``keep_scan=False`` drops the scan-grid labels and the pair (training cases need neither; a
-    512x512x300 label map is 75 MB).
+    512x512x300 label map is 75 MB). ``label_names`` and ``unknown`` as in :func:`label_lookup`.
     """
     _check_grid(pair, int(card.network.in_channels))
-    lut = label_lookup(card, pair.labels, pair.name)
+    lut = label_lookup(card, pair.labels, pair.name, label_names, unknown)
     classes = lut[np.asarray(pair.labels.array, dtype=np.intp)]
     values = np.asarray(class_values(card), dtype=np.int64)
     scan_labels = values[classes].astype(np.uint16 if values.max() > 255 else np.uint8)
