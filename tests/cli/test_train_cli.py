@@ -70,11 +70,13 @@ def test_train_end_to_end_then_fine_tune(data, capsys):
     assert Segmenter(card, net).predict(scan).labels.array.shape == scan.spatial_shape
 
     tuned = data / "out" / "tuned.yaml"
-    rc = main(["train", "--images", str(data / "img" / "case*.nii.gz"), "--labels", str(data / "lab"),
+    rc = main(["train", "--images", str(data / "img" / "case[01].nii.gz"), "--labels", str(data / "lab" / "case[01]*"),
+               "--val-images", str(data / "img" / "case2.nii.gz"), "--val-labels", str(data / "lab" / "case2*"),
                "--card", str(tuned), "--init", str(out), "--epochs", "1", "--iterations", "1", "-q"])
     assert rc == 0
     assert capsys.readouterr().out == ""
-    assert "fine-tuned" in load_model(tuned)[0].trained_on
+    trained_on = load_model(tuned)[0].trained_on
+    assert "fine-tuned" in trained_on and "on 2 case(s), validated on 1" in trained_on
 
 
 def test_train_count_mismatch_and_missing_card_are_one_line_errors(data, capsys):

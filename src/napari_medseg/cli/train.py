@@ -171,6 +171,17 @@ def _run(args) -> int:
         print(f"{len(pairs)} pair(s), matched {how}:")
         for i, lab in pairs:
             print(f"  {i.name}  <->  {lab.name}")
+    val_pairs = None
+    if bool(args.val_images) != bool(args.val_labels):
+        raise ValueError("--val-images and --val-labels go together")
+    if args.val_images:
+        val_pairs, val_how = pair_files(list_scans(args.val_images, "val-images"),
+                                        list_scans(args.val_labels, "val-labels"))
+        if not args.quiet:
+            print(f"{len(val_pairs)} validation pair(s), matched {val_how}:")
+            for i, lab in val_pairs:
+                print(f"  {i.name}  <->  {lab.name}")
+        val_pairs = [(str(i), str(lab)) for i, lab in val_pairs]
     init = None
     if args.init:
         card, init = load_model(args.init)
@@ -194,7 +205,7 @@ def _run(args) -> int:
         config.patch_size = tuple(int(v) for v in args.patch_size.split(","))
     printer = _Printer(args.quiet)
     result = train(card, [(str(i), str(lab)) for i, lab in pairs], args.card, config, init=init,
-                   reader=read_volume, progress=printer, resume=args.resume)
+                   val_pairs=val_pairs, reader=read_volume, progress=printer, resume=args.resume)
     if not args.quiet:
         best = "" if result.best_dice is None else f", best validation Dice {result.best_dice:.4f} " \
                                                    f"(epoch {result.best_epoch})"
@@ -219,6 +230,9 @@ def register(sub) -> None:
     p.add_argument("--patch-size", default=None, help="patch size, comma-separated (default: card's roi_size)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-3)")
     p.add_argument("--val-fraction", type=float, default=None, help="share of pairs for validation (default 0.2)")
+    p.add_argument("--val-images", default=None, help="folder or glob of validation scans (instead of "
+                                                      "--val-fraction)")
+    p.add_argument("--val-labels", default=None, help="folder or glob of their label volumes")
     p.add_argument("--val-every", type=int, default=None, help="validate every N epochs and after the last "
                                                                "(default 1)")
     p.add_argument("--patience", type=int, default=None, help="epochs without improvement before stopping "
