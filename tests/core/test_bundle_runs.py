@@ -190,3 +190,31 @@ def test_rgb_volume_refuses_a_grey_picture():
 
     with pytest.raises(ValueError, match=r"expected an array \(H, W, 3\)"):
         rgb_volume(np.zeros((10, 12)))
+
+
+# ------------------------------------------------------------------------------- every 1-input bundle
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name, roi", [
+    ("spleen_ct_segmentation", (32, 32, 32)),
+    ("wholeBody_ct_segmentation", (32, 32, 32)),
+    ("prostate_mri_anatomy", (32, 32, 32)),
+    # 32^3 leaves one voxel for SwinUNETR's last InstanceNorm; a 64^3 window takes seconds
+    pytest.param("swin_unetr_btcv_segmentation", (64, 64, 64), marks=pytest.mark.slow),
+    ("ventricular_short_axis_3label", (64, 64)),
+])
+def test_each_single_input_bundle_segments_a_small_scan_onto_its_grid(realdata, tmp_path, name, roi):
+    """The real configs, random weights, a small window (the bundles' own are 96^3 / 256^2): the
+    scan goes to the bundle's model space and the labels come back on the scan's grid."""
+    card, net = load_model(_bundle(realdata, tmp_path, name))
+    card.inference.roi_size = roi
+    card.inference.overlap = 0.25
+    spacing = card.preprocessing.spacing or (1.5, 1.5, 1.5)
+    # napari axis 0 runs S->I, so RAS z is axis 0: a scan near the bundle's spacing, 24x28x20 voxels
+    vol = Volume(mr_channels((20, 28, 24))[0], np.diag([float(spacing[2]) * 1.2, float(spacing[1]) * 1.2,
+                                                      float(spacing[0]) * 1.2, 1.0]))
+    result = Segmenter(card, net, precision="fp32").predict(vol)
+    labels = result.labels.array
+    assert result.labels.same_grid(vol) and labels.dtype == np.uint8
+    assert labels.max() < card.network.out_channels
+    assert result.mode == card.inference.mode
