@@ -208,7 +208,14 @@ def test_running_again_offers_replace_new_fill_and_chosen_labels(make_napari_vie
     np.testing.assert_array_equal(layer.data, corrected)
 
 
-def test_undo_after_a_fill_restores_the_previous_array_in_one_step(make_napari_viewer, qtbot, models_dir):
+@pytest.mark.parametrize("masked", [False, True], ids=["data_setitem", "masked_atom"])
+@pytest.mark.filterwarnings("ignore:Private attribute access:FutureWarning")
+def test_undo_after_a_fill_restores_the_previous_array_in_one_step(make_napari_viewer, qtbot, models_dir,
+                                                                   monkeypatch, masked):
+    """Small edits go through the public data_setitem, big ones as a masked history atom: both undo."""
+    from napari_medseg.widgets import _result_layers
+
+    monkeypatch.setattr(_result_layers, "MASKED_EDIT_VOXELS", 0 if masked else 10 ** 9)
     viewer = make_napari_viewer()
     add_phantom(viewer)
     widget = open_widget(viewer)

@@ -5,11 +5,13 @@ thread and is short: ``viewer.add_labels`` with ready data and kwargs, or writin
 :class:`~napari_medseg.core.merge.LabelChange` into an existing layer.
 
 An edit goes into the layer's own undo history as one item, exactly like a paint stroke, so Ctrl+Z
-restores the layer as it was before the run. napari 0.9's Labels history holds "atoms"; its
-``_MaskedPaintAtom`` (bounding box, mask, old values, new value) replays both ways with the mask and
-accepts an array of new values, and costs a bool per voxel of the bounding box instead of the three
-int64 index arrays per voxel that ``data_setitem`` would store. Older napari versions without it
-fall back to ``data_setitem``.
+restores the layer as it was before the run. The public way is ``data_setitem`` inside
+``block_history``; it stores three int64 index arrays per changed voxel and gathers and scatters
+through them on the main thread, fine for a few organs but about 1 s and 2 GB for a whole 512x512x300
+map replaced. Edits above ``MASKED_EDIT_VOXELS`` therefore go in as napari 0.9's own masked history
+atom (bounding box, mask, old values, new values: a bool per voxel of the box), which the undo and
+redo code replays both ways. That uses the private ``_save_history`` (napari warns that plugins lose
+private access in 0.10); where it is gone, the public path is taken for every edit.
 """
 
 from __future__ import annotations
@@ -26,26 +28,35 @@ from napari_medseg.core.merge import LabelChange
 log = logging.getLogger(__name__)
 
 
+#: changes above this many voxels use the lean masked history atom (see the module docstring)
+MASKED_EDIT_VOXELS = 2_000_000
+
+
+def _masked_atom_class():
+    try:
+        from napari.layers.labels.labels import _MaskedPaintAtom
+    except ImportError:  # pragma: no cover - napari before or after the masked history atoms
+        return None
+    return _MaskedPaintAtom
+
+
 def apply_change_undoable(layer, change: LabelChange) -> None:
     """Write ``change`` into a Labels layer as one undoable step (Ctrl+Z restores the old values)."""
     data = layer.data
     if not isinstance(data, np.ndarray):
         raise TypeError(f"layer {layer.name!r}: only in-memory (numpy) label layers can be edited in place")
-    try:
-        from napari.layers.labels.labels import _MaskedPaintAtom
-    except ImportError:  # pragma: no cover - napari before the masked history atoms
-        _MaskedPaintAtom = None
-    if _MaskedPaintAtom is None:  # pragma: no cover
+    atom = _masked_atom_class() if change.voxels > MASKED_EDIT_VOXELS else None
+    save = getattr(layer, "_save_history", None) if atom is not None else None
+    if save is None:
         mask = np.ones(data[change.box].shape, bool) if change.mask is None else change.mask
         index = tuple(i + b.start for i, b in zip(np.nonzero(mask), change.box))
-        values = change.values.ravel() if change.mask is None else change.values
         with layer.block_history():
-            layer.data_setitem(index, values)
+            layer.data_setitem(index, change.values.ravel())
         return
     old = change.old_values(data)
     change.apply(data)  # data first: listeners of the paint event see the new labels
     with layer.block_history():
-        layer._save_history(_MaskedPaintAtom(change.box, change.mask, old, change.values))
+        save(atom(change.box, change.mask, old, change.values))
     layer.refresh()
 
 
