@@ -353,6 +353,11 @@ def test_any_image_layer_with_a_scale_and_instance_output(make_napari_viewer, qt
     names = [n for i, n in zip(labels.features["index"], labels.features["name"]) if i != 0]
     assert names and all(n.rsplit(" ", 1)[0] in ("liver", "spleen") for n in names)
     assert set(np.unique(labels.data)) == set(range(len(names) + 1))
+    # the segment table travels with the layer, so the statistics widget can count lesions
+    from napari_medseg.widgets._labels_layer import SEGMENTS_KEY
+
+    table = labels.metadata[SEGMENTS_KEY]
+    assert sorted(row["id"] for row in table) == list(range(1, len(names) + 1))
     if not torch.cuda.is_available():
         assert any("cuda is not available" in msg for _, msg in notifications)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from napari_medseg._layer_data import layer_data_from_volume
+from napari_medseg.widgets._labels_layer import SEGMENTS_KEY
 from napari_medseg.core.errors import Cancelled, MedsegError, ModelError
 from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.merge import LabelChange, label_change
@@ -195,6 +196,7 @@ def segment_job(volume, params: SegmentParams, models: ModelCache, *, name: str,
                           batch_size=params.batch_size)
     result = segmenter.predict(volume, progress=progress, should_stop=should_stop, **params.predict_kwargs())
     labels_volume, names = result.labels, result.names
+    segments = None
     if params.output_mode != "semantic":
         if params.output_mode == "panoptic" and not params.instance_labels:
             raise MedsegError("panoptic output: choose the classes to split into instances (instance labels)")
@@ -202,6 +204,7 @@ def segment_job(volume, params: SegmentParams, models: ModelCache, *, name: str,
                           instance_labels=params.instance_labels or None)
         names = out.label_table(names)
         labels_volume = volume.with_array(out.array, labels=names)
+        segments = [s.to_dict() for s in out.segments]
     if stop():
         raise Cancelled("segmentation cancelled")
 
@@ -229,6 +232,8 @@ def segment_job(volume, params: SegmentParams, models: ModelCache, *, name: str,
     for key in ("scale", "translate", "rotate", "affine", "units", "axis_labels"):
         kwargs.pop(key, None)
     kwargs.update(transform)
+    if segments is not None:  # which class and instance each ID is: the statistics widget counts lesions
+        kwargs["metadata"] = {**kwargs.get("metadata", {}), SEGMENTS_KEY: segments}
     if stop():
         raise Cancelled("segmentation cancelled")
     return SegmentOutcome((data, kwargs), None, names, probability, summary, present)
