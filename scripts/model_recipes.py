@@ -61,7 +61,7 @@ RECIPES: dict[str, Recipe] = {
         lesion_labels=("liver_lesion",),
     ),
     "ct-abdomen-2d": Recipe(
-        name="ct-abdomen-2d", kind="ct-abdomen", n_train=48, n_val=4,
+        name="ct-abdomen-2d", kind="ct-abdomen", n_train=40, n_val=4,
         card={
             "name": "ct-abdomen-2d",
             "description": "Abdominal organs and liver lesions on CT, axial slice by slice. Demonstration model "
@@ -77,7 +77,7 @@ RECIPES: dict[str, Recipe] = {
             "output": {"activation": "softmax", "resample": "linear"},
             "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5, 6]}],
         },
-        train={"epochs": 40, "iterations": 75, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        train={"epochs": 25, "iterations": 80, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
         lesion_labels=("liver_lesion",),
     ),
     "mr-brain": Recipe(
