@@ -281,15 +281,18 @@ class Segmenter:
         writer = LabelWriter(work, out, activation=card.output.activation, resample=card.output.resample,
                              threshold=card.output.threshold, channel_values=card.output.channel_values,
                              paint_order=card.output.paint_order, prob_out=prob, row_offset=row_offset,
-                             scan_rows=scan_rows)
+                             scan_rows=scan_rows, relative_ok=n_classes <= 4)
         shape = tuple(model_arr.shape[-3:])
         # the stitcher blends windows in work order (stitch axis first), so the weights must be too
         net_roi = work_roi if self.spatial_dims == 3 else roi[1:]
         weights = importance_map(net_roi, card.inference.blend)
         if self.spatial_dims == 2:
             weights = weights.unsqueeze(0)
-        acc_dtype = torch.float32 if n_classes <= 4 else torch.float16
-        stitcher = SlabStitcher(n_classes, shape, work_roi, weights, writer, acc_dtype=acc_dtype,
+        # few classes (<= 4): float32 sums, relative to class 0 where only labels are wanted (one
+        # channel less); many: float16 sums (half the slab) of every channel (one channel in 100
+        # is not worth the extra pass over every window's scores)
+        stitcher = SlabStitcher(n_classes, shape, work_roi, weights, writer,
+                                acc_dtype=torch.float32 if n_classes <= 4 else torch.float16,
                                 need_weights=writer.needs_weights, relative=writer.relative)
         overlap = float(card.inference.overlap)
         windows = plan_windows(shape, work_roi, (0.0, overlap, overlap) if mode == "2d" else overlap)

@@ -43,9 +43,13 @@ def running_argmax(scores: torch.Tensor, dtype: torch.dtype = torch.uint8, want_
     else:
         best = scores[0].clone()
         channels = [(c, scores[c]) for c in range(1, scores.shape[0])]
+    if best.dtype in (torch.float16, torch.bfloat16):  # half-precision compares are ~15x slower on CPU
+        best = best.float()
     labels = torch.zeros(shape, dtype=dtype)
     mask = torch.empty(shape, dtype=torch.bool)
     for value, channel in channels:
+        if channel.dtype != best.dtype:
+            channel = channel.to(best.dtype)
         torch.gt(channel, best, out=mask)
         labels.masked_fill_(mask, value)
         torch.maximum(best, channel, out=best)
@@ -75,12 +79,14 @@ class LabelWriter:
         prob_out: float16 array like ``out`` for the winner's probability, or None.
         row_offset: volume row of the work volume's row 0 (one-slice mode crops the volume).
         scan_rows: only these scan rows (along the stitch axis) are written; None = all.
+        relative_ok: the stitcher may hand on scores relative to class 0 (class 0 not stored)
+            when only their argmax is taken; ``self.relative`` says whether it does.
     """
 
     def __init__(self, space: ModelSpace, out: np.ndarray, activation: str = "softmax", resample: str = "linear",
                  threshold: float = 0.5, channel_values: Sequence[int] | None = None,
                  paint_order: Sequence[int] | None = None, prob_out: np.ndarray | None = None,
-                 row_offset: int = 0, scan_rows: Sequence[int] | None = None):
+                 row_offset: int = 0, scan_rows: Sequence[int] | None = None, relative_ok: bool = False):
         self.space = space
         self.view = space.scan_view(out)
         self.prob_view = space.scan_view(prob_out) if prob_out is not None else None
@@ -101,19 +107,14 @@ class LabelWriter:
         self.prev: tuple[int, torch.Tensor] | None = None  # linear path: last model row's probabilities
         self.in_plane = [space.maps[k].model_positions(space.scan_shape[k]) for k in (1, 2)]
         self.in_plane_identity = all(space.maps[k].identity for k in (1, 2))
+        # relative scores (SlabStitcher ``relative``) only where the raw sums' argmax is all we take
+        self.relative = bool(relative_ok) and not self.needs_weights
 
     @property
     def needs_weights(self) -> bool:
         """Whether normalised scores are needed (else argmax on raw sums is the same)."""
         return self.activation == "sigmoid" or self.prob_view is not None or self.resample == "linear"
 
-    @property
-    def relative(self) -> bool:
-        """Scores come relative to class 0, class 0 not stored (the stitcher's ``relative``).
-
-        True exactly when only the argmax of the raw sums is taken (no weights needed).
-        """
-        return not self.needs_weights
 
     # -- the consumer --------------------------------------------------------------------------
     def __call__(self, scores: torch.Tensor, weights: torch.Tensor | None, row0: int) -> None:
