@@ -25,8 +25,16 @@ print("readers", len(c.readers), "writers", len(c.writers), "widgets", len(c.wid
 assert c.readers and c.writers and c.widgets and c.sample_data
 from napari_medseg._reader import get_reader
 layers = get_reader(sys.argv[1])(sys.argv[1])
-assert layers[0][0].shape == (40, 128, 128), layers[0][0].shape
-from napari_medseg._sample_data import sample_ct
-assert len(sample_ct()) == 2
-print("wheel OK:", pkg)
+assert layers[0][0].ndim == 3, layers[0][0].shape
+from napari_medseg._sample_data import sample_ct, sample_mr
+assert len(sample_ct()) == 2 and len(sample_mr()) == 2
+from napari_medseg.core.registry import PACKAGE_MODELS, list_models
+models = {m.name: m for m in list_models()}
+for name in ("ct-abdomen-3d", "ct-abdomen-2d", "mr-brain"):
+    assert name in models and models[name].has_weights, (name, sorted(models))
+    assert str(pkg) in models[name].path, models[name].path
+print("wheel OK:", pkg, "models:", ", ".join(sorted(models)))
 PY
+# the shipped weights run from the installed wheel: the main job on the sample scan
+"$WORK/venv/bin/napari-medseg" segment "$OLDPWD/sample_data/ct_phantom.nii.gz" -o "$WORK/seg.nii.gz" --model ct-abdomen-2d -q
+"$WORK/venv/bin/napari-medseg" evaluate "$WORK/seg.nii.gz" "$OLDPWD/sample_data/ct_phantom_labels.nii.gz"
