@@ -169,6 +169,8 @@ def train_unet(net, steps: int, seed: int = 1) -> None:
 def worker(job: dict) -> dict:
     import torch
 
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
     if job["side"] == "argmax":
         return argmax_timing(job)
     net = build(job["net"], job.get("bundle"))
@@ -313,12 +315,13 @@ def save_weights(name: str, tmp: Path, train_steps: int = 0, bundle: Path | None
     return weights
 
 
-def bench(name: str, shape, tmp: Path, weights: Path, sides, bundle: Path | None = None) -> list[dict]:
+def bench(name: str, shape, tmp: Path, weights: Path, sides, bundle: Path | None = None,
+          threads: int | None = None) -> list[dict]:
     rows = []
     for side, precision in sides:
         out = tmp / f"{name}-{shape[0]}-{side}-{precision}.npy"
         job = {"net": name, "weights": str(weights), "shape": list(shape), "side": side, "precision": precision,
-               "out": str(out), "bundle": str(bundle) if bundle else None}
+               "out": str(out), "bundle": str(bundle) if bundle else None, "threads": threads}
         row = run_worker(job)
         row["labels"] = str(out)
         rows.append(row)
@@ -362,6 +365,9 @@ def main(argv=None) -> int:
                     help="slice counts of the wholeBody scans (default: D and 2*D)")
     ap.add_argument("--only", choices=("unet", "wholebody", "argmax"), default=None)
     ap.add_argument("--train-steps", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads on every side (default: torch's). On a machine other jobs load, "
+                         "1 keeps both sides out of OpenMP's waits for a descheduled thread")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -374,14 +380,15 @@ def main(argv=None) -> int:
         if args.only in (None, "unet"):
             shape = (d, h, w)  # napari order: slices first
             weights = save_weights("unet", tmp, args.train_steps)
-            rows = bench("unet", shape, tmp, weights, sides)
-            report(f"UNet 16..256, 2 classes, ROI 96^3, overlap {OVERLAP}, batch {BATCH}", shape, rows)
+            rows = bench("unet", shape, tmp, weights, sides, threads=args.threads)
+            report(f"UNet 16..256, 2 classes, ROI 96^3, overlap {OVERLAP}, batch {BATCH}, "
+                   f"threads {args.threads or 'default'}", shape, rows)
         if args.only in (None, "wholebody"):
             folder = wholebody_folder(tmp)
             weights = save_weights("wholebody", tmp, bundle=folder)
             for slices in args.wb_slices or (d, 2 * d):
                 shape = (slices, h, w)
-                rows = bench("wholebody", shape, tmp, weights, sides, bundle=folder)
+                rows = bench("wholebody", shape, tmp, weights, sides, bundle=folder, threads=args.threads)
                 report(f"wholeBody SegResNet, 105 classes, 3 mm from {WB_SPACING[2]}x{WB_SPACING[1]}x{WB_SPACING[0]} "
                        "mm, ROI 96^3, overlap 0.25, gaussian, batch 1", shape, rows, classes=105)
         if args.only in (None, "argmax"):

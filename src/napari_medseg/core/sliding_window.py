@@ -149,6 +149,9 @@ class SlabStitcher:
         self.weights = torch.zeros((self.depth,) + self.shape[1:], dtype=torch.float32) if need_weights else None
         self.importance = importance
         self.constant = bool(torch.all(importance == 1))
+        chunk = max(1, min(_CLASS_CHUNK, self.scores.shape[0]))
+        self._scratch = torch.empty((chunk,) + tuple(int(r) for r in roi_size), dtype=torch.float32)
+        self._cast = self._scratch if acc_dtype == torch.float32 else torch.empty_like(self._scratch, dtype=acc_dtype)
         self.consumer = consumer
         self.base = 0  # volume row of buffer row 0
         self.flushed = 0  # rows handed on so far
@@ -173,14 +176,20 @@ class SlabStitcher:
         target = self.scores[(slice(None),) + src]
         shift = 1 if self.relative else 0  # relative: class c minus class 0; class 0 dropped
         first = out[:1].float() if self.relative else None
+        spatial = tuple(out.shape[1:])
         for c0 in range(0, target.shape[0], _CLASS_CHUNK):
             c1 = min(c0 + _CLASS_CHUNK, target.shape[0])
-            score = out[c0 + shift:c1 + shift].to(torch.float32, copy=True)
+            # the same scratch memory for every chunk and window: no allocations between forwards
+            score = self._scratch.view(-1)[:(c1 - c0) * math.prod(spatial)].view((c1 - c0,) + spatial)
+            score.copy_(out[c0 + shift:c1 + shift])
             if first is not None:
                 score.sub_(first)
             if not self.constant:
                 score.mul_(weight)
-            target[c0:c1] += score if target.dtype == torch.float32 else score.to(target.dtype)
+            if target.dtype != torch.float32:  # an in-place add across dtypes allocates float32 copies
+                cast = self._cast.view(-1)[:score.numel()].view(score.shape)
+                score = cast.copy_(score)
+            target[c0:c1] += score
         if self.weights is not None:
             self.weights[src] += weight
 
