@@ -13,8 +13,9 @@ from tests.core.test_registry import add_model
 
 
 @pytest.fixture(autouse=True)
-def _no_site_models(monkeypatch):
+def _no_site_models(tmp_path_factory, monkeypatch):
     monkeypatch.delenv(registry.ENV_VAR, raising=False)
+    monkeypatch.setattr(registry, "PACKAGE_MODELS", tmp_path_factory.mktemp("no_package_models"))
 
 
 def test_models_says_when_there_are_no_built_in_models_yet(tmp_path, monkeypatch, capsys):

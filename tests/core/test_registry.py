@@ -30,9 +30,19 @@ def add_model(root, name, labels=None, weights=True, **extra):
     return folder
 
 
-def test_the_package_registry_is_empty_until_trained_models_ship(monkeypatch):
+@pytest.fixture(autouse=True)
+def _only_the_folders_a_test_names(tmp_path_factory, monkeypatch):
+    """Exact-list tests see neither the site's folders nor the shipped models (tested on their own
+    in tests/core/test_builtin_models.py)."""
     monkeypatch.delenv(registry.ENV_VAR, raising=False)
-    assert registry.list_models() == [] or all(m.has_weights for m in registry.list_models())
+    monkeypatch.setattr(registry, "PACKAGE_MODELS", tmp_path_factory.mktemp("no_package_models"))
+
+
+def test_every_shipped_model_has_its_weights(monkeypatch):
+    monkeypatch.undo()
+    monkeypatch.delenv(registry.ENV_VAR, raising=False)
+    shipped = registry.list_models()
+    assert shipped and all(m.has_weights for m in shipped)
 
 
 def test_a_models_folder_is_found_listed_and_loaded_by_name(tmp_path):
