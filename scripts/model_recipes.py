@@ -19,6 +19,8 @@ _CT_LABELS = {1: "liver", 2: "spleen", 3: "kidney_left", 4: "kidney_right", 5: "
               7: "liver_lesion"}
 _MR_LABELS = {1: "csf", 2: "grey_matter", 3: "white_matter", 4: "tumour", 5: "oedema"}
 
+# Post-processing keeps the largest component of each organ but not of ``vertebrae``: the discs
+# split the spine into one component per vertebra.
 # CT: a soft-tissue window wide enough for bone edges and lesions 20-60 HU off the liver.
 _CT_PRE = {"orientation": "RAS", "intensity": {"kind": "window", "window": [-250, 350],
                                                 "out_range": [0.0, 1.0], "clip": True}}
@@ -55,7 +57,7 @@ RECIPES: dict[str, Recipe] = {
             "inference": {"mode": "3d", "roi_size": [96, 96, 48], "overlap": 0.25, "blend": "gaussian",
                           "batch_size": 4},
             "output": {"activation": "softmax", "resample": "linear"},
-            "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5, 6]}],
+            "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5]}],
         },
         train={"epochs": 30, "iterations": 80, "batch_size": 2, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
         lesion_labels=("liver_lesion",),
@@ -75,7 +77,7 @@ RECIPES: dict[str, Recipe] = {
             "inference": {"mode": "2d", "roi_size": [256, 256], "overlap": 0.25, "blend": "gaussian",
                           "slice_axis": 2, "batch_size": 8},
             "output": {"activation": "softmax", "resample": "linear"},
-            "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5, 6]}],
+            "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5]}],
         },
         train={"epochs": 25, "iterations": 80, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
         lesion_labels=("liver_lesion",),
