@@ -10,8 +10,9 @@ name, ``Segmenter.predict`` (card post-processing on), labels on the scan's own 
 * lesion labels: Dice over phantoms that hold the lesion, and lesion-wise detection for lesions of
   at least 10 mm equivalent diameter (a lesion is found when its overlap Dice exceeds 0.1, see
   ``core/lesions.py``), sensitivity and precision pooled over all phantoms,
-* for CT models, the real CT ``../shared/realdata/totalsegmentator/example_ct.nii.gz`` against
-  ``example_seg.nii.gz`` (TotalSegmentator output), labels matched by name through
+* for CT models, the real CTs of ``../shared/realdata/totalsegmentator`` (``example_ct_sm.nii.gz``
+  at 3 mm against ``example_seg.nii.gz``; the DICOM series ``example_ct_dicom`` at 0.98 x 0.98 x 2 mm
+  against ``example_seg_dicom.nii.gz``, TotalSegmentator output), labels matched by name through
   ``class_map_total_and_total_mr.json`` (the ``vertebrae_*`` classes merged into ``vertebrae``).
 """
 
@@ -91,32 +92,43 @@ def evaluate_phantoms(name: str, n: int, precision: str, progress=print) -> dict
     return out
 
 
-def evaluate_real_ct(name: str, precision: str) -> dict | None:
+#: real CT scans with TotalSegmentator label maps on the same physical grid (see realdata/README.md)
+REAL_CASES = (("example_ct_sm.nii.gz", "example_seg.nii.gz"),
+              ("example_ct_dicom", "example_seg_dicom.nii.gz"))
+
+
+def evaluate_real_ct(name: str, precision: str) -> list[dict]:
+    """Dice of each organ on the real CT cases, labels matched by name through the class map."""
     folder = REALDATA / "totalsegmentator"
-    if not (folder / "example_ct.nii.gz").is_file():
-        return None
+    if not folder.is_dir():
+        return []
     from napari_medseg.io.formats import read_volume
 
     card, net = load_model(name)
     seg = Segmenter(card, net, precision=precision)
-    scan = read_volume(folder / "example_ct.nii.gz")
-    ref_vol = read_volume(folder / "example_seg.nii.gz")
     classes = json.loads((folder / "class_map_total_and_total_mr.json").read_text())["total"]
-    ref = np.asarray(ref_vol.array)
-    t0 = time.perf_counter()
-    pred = seg.predict(scan).labels.array
-    secs = time.perf_counter() - t0
-    out = {"model": name, "scan": "example_ct.nii.gz", "shape": list(scan.array.shape),
-           "seconds": secs, "dice": {}}
-    for lab in TS_NAMES:
-        ts_values = [int(k) for k, v in classes.items() if v == lab or (lab == "vertebrae" and v.startswith("vertebrae_"))]
-        r = np.isin(ref, ts_values)
-        mine = [v for v in card.labels.values() if card.labels.name(v) == lab]
-        p = pred == mine[0]
-        out["dice"][lab] = (float(2.0 * np.count_nonzero(p & r) / (np.count_nonzero(p) + np.count_nonzero(r)))
-                            if (p.any() or r.any()) else math.nan)
-    out["mean_organ_dice"] = float(np.nanmean(list(out["dice"].values())))
-    return out
+    results = []
+    for scan_name, ref_name in REAL_CASES:
+        scan = read_volume(folder / scan_name)
+        ref_vol = read_volume(folder / ref_name)
+        ref = np.asarray(ref_vol.array)
+        if ref.shape != scan.array.shape or not np.allclose(ref_vol.affine, scan.affine, atol=1e-3):
+            raise ValueError(f"{ref_name} is not on the grid of {scan_name}")
+        t0 = time.perf_counter()
+        pred = seg.predict(scan).labels.array
+        out = {"scan": scan_name, "reference": ref_name, "shape": list(scan.array.shape),
+               "spacing_mm": [round(s, 3) for s in _spacing(scan)], "seconds": time.perf_counter() - t0,
+               "dice": {}}
+        for lab in TS_NAMES:
+            ts_values = [int(k) for k, v in classes.items()
+                         if v == lab or (lab == "vertebrae" and v.startswith("vertebrae_"))]
+            r = np.isin(ref, ts_values)
+            p = pred == [v for v in card.labels.values() if card.labels.name(v) == lab][0]
+            out["dice"][lab] = (float(2.0 * np.count_nonzero(p & r) / (np.count_nonzero(p) + np.count_nonzero(r)))
+                                if (p.any() or r.any()) else math.nan)
+        out["mean_organ_dice"] = float(np.nanmean(list(out["dice"].values())))
+        results.append(out)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    print("\n| model | label | Dice (phantoms) | Dice (real CT) |\n|---|---|---|---|")
+    print("\n| model | label | Dice (phantoms) | Dice (real CT: " + ", ".join(c[0] for c in REAL_CASES) + ") |")
+    print("|---|---|---|---|")
     for res in results:
-        real = (res.get("real_ct") or {}).get("dice", {})
+        real = res.get("real_ct") or []
         for lab, d in res["dice"].items():
-            r = real.get(lab)
-            print(f"| {res['model']} | {lab} | {d:.3f} | {'' if r is None else f'{r:.3f}'} |")
+            r = ", ".join(f"{case['dice'][lab]:.3f}" for case in real if lab in case["dice"])
+            print(f"| {res['model']} | {lab} | {d:.3f} | {r} |")
         for lab, c in res["lesions"].items():
             print(f"| {res['model']} | {lab} detection ≥10 mm | sensitivity {c['sensitivity_10mm']:.2f} "
                   f"({c['found']}/{c['n_ref']}), precision {c['precision_10mm']:.2f} ({c['true_pred']}/{c['n_pred']}) | |")
