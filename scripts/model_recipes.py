@@ -29,6 +29,16 @@ _MR_PRE = {"orientation": "RAS", "intensity": {"kind": "percentile", "percentile
                                                 "out_range": [0.0, 1.0], "clip": True}}
 
 
+# the two slice-wise models share their network shape and the way they slide over a scan
+_AXIAL_2D = {"mode": "2d", "roi_size": [256, 256], "overlap": 0.25, "blend": "gaussian", "slice_axis": 2,
+             "batch_size": 8}
+
+
+def _unet_2d(out_channels: int) -> dict[str, Any]:
+    return {"arch": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": out_channels,
+            "kwargs": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}}
+
+
 @dataclass
 class Recipe:
     """How one built-in model is made."""
@@ -70,12 +80,9 @@ RECIPES: dict[str, Recipe] = {
                            "trained on synthetic phantoms only: not for patients.",
             "modality": "CT",
             "labels": _CT_LABELS,
-            "network": {"arch": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 8,
-                        "kwargs": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
-                                   "num_res_units": 2}},
+            "network": _unet_2d(out_channels=8),
             "preprocessing": {**_CT_PRE, "spacing": [1.5, 1.5]},
-            "inference": {"mode": "2d", "roi_size": [256, 256], "overlap": 0.25, "blend": "gaussian",
-                          "slice_axis": 2, "batch_size": 8},
+            "inference": _AXIAL_2D,
             "output": {"activation": "softmax", "resample": "linear"},
             "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5]}],
         },
@@ -91,12 +98,9 @@ RECIPES: dict[str, Recipe] = {
                            "on synthetic phantoms only: not for patients.",
             "modality": "MR",
             "labels": _MR_LABELS,
-            "network": {"arch": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 6,
-                        "kwargs": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
-                                   "num_res_units": 2}},
+            "network": _unet_2d(out_channels=6),
             "preprocessing": {**_MR_PRE, "spacing": [1.0, 1.0]},
-            "inference": {"mode": "2d", "roi_size": [256, 256], "overlap": 0.25, "blend": "gaussian",
-                          "slice_axis": 2, "batch_size": 8},
+            "inference": _AXIAL_2D,
             "output": {"activation": "softmax", "resample": "linear"},
             "postprocess": [],
         },

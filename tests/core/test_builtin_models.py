@@ -52,3 +52,23 @@ def test_shipped_model_segments_an_unseen_phantom(name):
     scores = {o: _dice(pred == value[o], ref == ref_value[o]) for o in organs}
     assert np.mean(list(scores.values())) > 0.75, scores
     assert min(scores.values()) > 0.4, scores
+
+
+def test_shipped_cards_are_what_the_recipe_trains(tmp_path):
+    """scripts/model_recipes.py is the reproducible recipe: its templates must be the shipped cards."""
+    import sys
+
+    from napari_medseg.core.models import card_from_dict, load_card, save_card
+
+    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
+    try:
+        from model_recipes import RECIPES
+    finally:
+        sys.path.pop(0)
+    assert set(RECIPES) == set(BUILTIN)
+    for name, recipe in RECIPES.items():
+        template = load_card(save_card(card_from_dict(dict(recipe.card)), tmp_path / f"{name}.yaml"),
+                             check_weights=False)
+        shipped = load_card(PACKAGE_MODELS / name / "card.yaml")
+        for part in ("network", "preprocessing", "inference", "output", "postprocess"):
+            assert getattr(template, part) == getattr(shipped, part), (name, part)
