@@ -60,19 +60,32 @@ class _Threshold(torch.nn.Module):
         return torch.cat([torch.full_like(x, 0.5), x], dim=1) + self.dummy
 
 
-def test_running_argmax_equals_torch_argmax_including_ties():
+def _class_last(scores: torch.Tensor) -> torch.Tensor:
+    """The same scores as a channel-last view (classes innermost), as the stitcher hands on."""
+    return scores.movedim(0, -1).contiguous().movedim(-1, 0)
+
+
+@pytest.mark.parametrize("layout", ["class_first", "class_last"])
+def test_running_argmax_equals_torch_argmax_including_ties(layout):
     scores = torch.randint(0, 4, (6, 5, 7, 3)).float()  # many ties
+    if layout == "class_last":
+        scores = _class_last(scores)
+        assert scores.stride(0) == 1
     labels, best = running_argmax(scores, want_max=True)
     assert labels.dtype == torch.uint8
     assert torch.equal(labels.long(), scores.argmax(0))
     assert torch.equal(best, scores.max(0).values)
 
 
-def test_running_argmax_with_an_implicit_zero_channel_equals_argmax_of_the_full_scores():
+@pytest.mark.parametrize("layout", ["class_first", "class_last"])
+def test_running_argmax_with_an_implicit_zero_channel_equals_argmax_of_the_full_scores(layout):
     scores = torch.randint(-2, 3, (4, 6, 5, 7)).float()  # ties with class 0 included
     relative = scores[1:] - scores[:1]
-    labels, _ = running_argmax(relative, implicit_zero=True)
+    if layout == "class_last":
+        relative = _class_last(relative)
+    labels, best = running_argmax(relative, implicit_zero=True, want_max=True)
     assert torch.equal(labels.long(), scores.argmax(0))
+    assert torch.equal(best, (scores - scores[:1]).max(0).values)
 
 
 def test_relative_stitching_keeps_one_channel_less_and_gives_the_same_labels():
@@ -88,7 +101,7 @@ def test_relative_stitching_keeps_one_channel_less_and_gives_the_same_labels():
         rows = []
         st = SlabStitcher(3, shape, roi, weights, lambda s, w, r: rows.append(
             running_argmax(s, implicit_zero=relative)[0].clone()), need_weights=False, relative=relative)
-        assert st.scores.shape[0] == (2 if relative else 3)
+        assert st.scores.shape[-1] == (2 if relative else 3)  # classes innermost
         for w, o in zip(windows, outputs):
             st.add(w, o.clone())
         st.finish()

@@ -36,6 +36,8 @@ def running_argmax(scores: torch.Tensor, dtype: torch.dtype = torch.uint8, want_
     not stored (:class:`~napari_medseg.core.sliding_window.SlabStitcher` with ``relative``):
     channel 0 scores 0 everywhere and ``scores[c]`` is channel ``c + 1``.
     """
+    if scores.ndim >= 3 and scores.shape[0] > 1 and scores.stride(0) == 1:
+        return _argmax_class_last(scores, dtype, want_max, implicit_zero)
     shape = scores.shape[1:]
     if implicit_zero:
         best = torch.zeros(shape, dtype=scores.dtype)
@@ -54,6 +56,27 @@ def running_argmax(scores: torch.Tensor, dtype: torch.dtype = torch.uint8, want_
         labels.masked_fill_(mask, value)
         torch.maximum(best, channel, out=best)
     return labels, (best if want_max else None)
+
+
+def _argmax_class_last(scores: torch.Tensor, dtype: torch.dtype, want_max: bool,
+                       implicit_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`running_argmax` for scores whose classes are innermost in memory (a channel-last
+    view, as :class:`~napari_medseg.core.sliding_window.SlabStitcher` hands on): one reduction
+    along the contiguous class axis per row, in float32 (half-precision compares are slow on CPU).
+    ``max`` returns the first maximal index, as ``argmax`` does."""
+    shape = scores.shape[1:]
+    labels = torch.empty(shape, dtype=dtype)
+    best = torch.empty(shape, dtype=torch.float32) if want_max else None
+    for i in range(shape[0]):
+        values, index = scores[:, i].movedim(0, -1).float().max(dim=-1)
+        if implicit_zero:  # stored channel k is class k + 1; class 0 scores 0 and wins ties
+            index += 1
+            index.masked_fill_(values <= 0, 0)
+            values.clamp_min_(0)
+        labels[i] = index
+        if best is not None:
+            best[i] = values
+    return labels, best
 
 
 def softmax_winner(scores: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
@@ -122,6 +145,8 @@ class LabelWriter:
         for start in range(0, scores.shape[1], _ROWS):
             sl = slice(start, start + _ROWS)
             part = scores[:, sl]
+            if self.needs_weights:  # per-class paths below read one class at a time
+                part = part.contiguous()
             wpart = weights[sl] if weights is not None else None
             if self.resample == "linear":
                 self._linear(part, wpart, row0 + start)
