@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 StopCheck = Callable[[], bool]
+_BLOCK = 1 << 20  # window values blended into the slab per operation (4 MB of float32 temporaries)
 # consumer(scores (C, n, H, W), weights (n, H, W) float32 or None, first_row)
 Consumer = Callable[[torch.Tensor, torch.Tensor, int], None]
 
@@ -156,11 +157,14 @@ class SlabStitcher:
         self.weights = torch.zeros((self.depth,) + self.shape[1:], dtype=torch.float32) if need_weights else None
         self.importance = importance
         self.constant = bool(torch.all(importance == 1))
-        # one window row in float32 (and in the buffer's dtype), reused for every row and window:
-        # no allocations between forwards
-        row = tuple(int(r) for r in roi_size[1:]) + (kept,)
-        self._scratch = torch.empty(row, dtype=torch.float32)
-        self._cast = self._scratch if acc_dtype == torch.float32 else torch.empty(row, dtype=acc_dtype)
+        # a few window rows in float32 (and in the buffer's dtype), reused for every window: no
+        # allocations between forwards. Rows per operation: about _BLOCK values (one row of 105
+        # classes; a whole window of a 2-class net, where row-by-row calls would cost more than
+        # the arithmetic)
+        plane = tuple(int(r) for r in roi_size[1:]) + (kept,)
+        self.rows_per_add = max(1, min(int(roi_size[0]), _BLOCK // max(math.prod(plane), 1)))
+        self._scratch = torch.empty((self.rows_per_add,) + plane, dtype=torch.float32)
+        self._cast = self._scratch if acc_dtype == torch.float32 else torch.empty_like(self._scratch, dtype=acc_dtype)
         self.consumer = consumer
         self.base = 0  # volume row of buffer row 0
         self.flushed = 0  # rows handed on so far
@@ -168,7 +172,7 @@ class SlabStitcher:
     def add(self, window: Window, output: torch.Tensor) -> None:
         """Add one window's scores ``(C, *roi)`` (any float dtype and memory layout) where it sits.
 
-        One window row at a time, in float32, cast to the buffer's dtype before the add: an
+        A block of window rows at a time, in float32, cast to the buffer's dtype before the add: an
         operation that mixes dtypes (a bf16 network output into a float16 buffer) makes torch
         allocate float32 temporaries of the whole operand and run a slow mixed-dtype loop.
         """
@@ -184,17 +188,18 @@ class SlabStitcher:
         target = self.scores[src]
         shift = 1 if self.relative else 0  # relative: class c minus class 0; class 0 dropped
         n = target.shape[-1]
-        for z in range(target.shape[0]):
-            plane = out[z]
-            score = self._scratch[:plane.shape[0], :plane.shape[1], :n]
-            score.copy_(plane[..., shift:shift + n])
+        for z0 in range(0, target.shape[0], self.rows_per_add):
+            block = out[z0:z0 + self.rows_per_add]
+            region = tuple(slice(0, k) for k in block.shape[:-1]) + (slice(0, n),)
+            score = self._scratch[region]
+            score.copy_(block[..., shift:shift + n])
             if self.relative:
-                score.sub_(plane[..., :1])
+                score.sub_(block[..., :1])
             if not self.constant:
-                score.mul_(weight[z].unsqueeze(-1))
+                score.mul_(weight[z0:z0 + self.rows_per_add].unsqueeze(-1))
             if target.dtype != torch.float32:  # an in-place add across dtypes allocates float32 copies
-                score = self._cast[:plane.shape[0], :plane.shape[1], :n].copy_(score)
-            target[z] += score
+                score = self._cast[region].copy_(score)
+            target[z0:z0 + self.rows_per_add] += score
         if self.weights is not None:
             self.weights[src] += weight
 
