@@ -50,6 +50,10 @@ class Recipe:
     n_val: int
     train: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields
     lesion_labels: tuple[str, ...] = ()
+    # stage 2: the same phantoms again, from stage 1's best weights, with a fresh, lower learning
+    # rate schedule (TrainConfig fields over ``train``); empty: one stage only. Stage 1 was still
+    # improving when its cosine schedule ran out; a second, gentler cycle continues from its best.
+    finetune: dict[str, Any] = field(default_factory=dict)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -70,6 +74,7 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5]}],
         },
         train={"epochs": 30, "iterations": 80, "batch_size": 2, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        finetune={"epochs": 20, "lr": 1e-3, "warmup_iterations": 20, "patience": 8},
         lesion_labels=("liver_lesion",),
     ),
     "ct-abdomen-2d": Recipe(
@@ -87,6 +92,7 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5]}],
         },
         train={"epochs": 25, "iterations": 80, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        finetune={"epochs": 20, "lr": 1e-3, "warmup_iterations": 20, "patience": 8},
         lesion_labels=("liver_lesion",),
     ),
     "mr-brain": Recipe(
@@ -105,6 +111,7 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": [],
         },
         train={"epochs": 40, "iterations": 75, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        finetune={"epochs": 20, "lr": 1e-3, "warmup_iterations": 20, "patience": 8},
         lesion_labels=("tumour", "oedema"),
     ),
 }

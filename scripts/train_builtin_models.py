@@ -1,6 +1,12 @@
 """Retrain the built-in models from scratch on synthetic phantoms (the reproducible recipe).
 
     .venv/bin/python scripts/train_builtin_models.py ct-abdomen-3d [--out src/napari_medseg/models]
+    .venv/bin/python scripts/train_builtin_models.py ct-abdomen-3d --stage 2   # fine-tune stage only
+
+A recipe has one or two stages: stage 1 trains from random weights; stage 2 (the recipe's
+``finetune``) trains the same phantoms again from stage 1's best weights with a fresh, lower
+learning-rate schedule. ``--stage 2`` runs stage 2 alone from the stage-1 weights left in
+``WORK/<name>/card.pt`` by an earlier stage-1 run.
 
 Phantoms are generated from the seeds in ``model_recipes.py`` with the random geometry a user's scan
 would have (spacing, orientation, field of view), then go through the card's own preprocessing
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--stage", choices=("all", "1", "2"), default="all",
+                    help="run both stages (default), stage 1 only, or stage 2 from WORK/<name>/card.pt")
     args = ap.parse_args(argv)
 
     recipe = RECIPES[args.model]
@@ -79,15 +87,42 @@ def main(argv: list[str] | None = None) -> int:
         elif ev.phase == "prepare":
             print(f"  {ev.message}", flush=True)
 
-    result = train(card, train_pairs, work / "card.yaml", config, val_pairs=val_pairs, progress=progress,
-                   resume=args.resume)
-    seconds = time.perf_counter() - t0
-    if result.stopped or result.card_path is None:
-        print(f"{recipe.name}: stopped before the end; nothing installed", flush=True)
+    stages = []
+    if args.stage in ("all", "1"):
+        result = train(card, train_pairs, work / "card.yaml", config, val_pairs=val_pairs, progress=progress,
+                       resume=args.resume)
+        if result.stopped or result.card_path is None:
+            print(f"{recipe.name}: stopped before the end; nothing installed", flush=True)
+            return 1
+        stages.append(("1", {**recipe.train, **overrides}, result))
+    if args.stage in ("all", "2") and recipe.finetune:
+        init = work / "card.pt"
+        if not init.is_file():
+            print(f"{recipe.name}: stage 2 needs the stage-1 weights {init}; run stage 1 first", flush=True)
+            return 1
+        ft_dir = work / "finetune"
+        ft_dir.mkdir(exist_ok=True)
+        ft_settings = {**recipe.train, **recipe.finetune}
+        ft_config = TrainConfig(**{**ft_settings, "seed": 1, "checkpoint": str(ft_dir / "ckpt.pt")})
+        print(f"{recipe.name}: stage 2 from {init}", flush=True)
+        result = train(card, train_pairs, ft_dir / "card.yaml", ft_config, val_pairs=val_pairs, init=str(init),
+                       progress=progress, resume=args.resume)
+        if result.stopped or result.card_path is None:
+            print(f"{recipe.name}: stage 2 stopped before the end; nothing installed", flush=True)
+            return 1
+        stages.append(("2", ft_settings, result))
+    if not stages:
+        print(f"{recipe.name}: the recipe has no stage {args.stage}", flush=True)
         return 1
+    seconds = time.perf_counter() - t0
+    result = stages[-1][2]
 
     dest = args.out / recipe.name
     dest.mkdir(parents=True, exist_ok=True)
+    earlier = {}
+    if stages[0][0] == "2" and (dest / "training.json").is_file():  # stage 1 ran before: keep its record
+        earlier = json.loads((dest / "training.json").read_text())
+        earlier = {"stage": "1", **earlier.get("stages", [earlier])[0]}
     state = torch.load(result.weights_path, map_location="cpu", weights_only=True)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     tmp = dest / "model.pt.tmp"
@@ -96,17 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     trained = load_card(result.card_path, check_weights=False)
     trained.weights = "model.pt"
     save_card(trained, dest / "card.yaml")
+    records = [earlier] if earlier else []
+    for stage, settings, res in stages:
+        records.append({"stage": stage, "config": settings, "train_seconds": round(res.seconds),
+                        "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
+                        "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
+                        "history": res.history})
     facts = {"model": recipe.name, "n_train": len(train_pairs), "n_val": len(val_pairs),
              "train_seeds": [TRAIN_SEED0, TRAIN_SEED0 + n_train - 1],
-             "val_seeds": [VAL_SEED0, VAL_SEED0 + recipe.n_val - 1], "config": {**recipe.train, **overrides},
-             "phantom_seconds": round(t_data), "train_seconds": round(result.seconds),
-             "total_seconds": round(seconds), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-             "best_val_dice": result.best_dice, "initial_val_dice": result.initial_dice,
-             "early_stopped": result.early_stopped, "precision": result.precision,
-             "threads": torch.get_num_threads(), "history": result.history}
+             "val_seeds": [VAL_SEED0, VAL_SEED0 + recipe.n_val - 1],
+             "phantom_seconds": round(t_data), "train_seconds": sum(r.get("train_seconds", 0) for r in records),
+             "best_epoch": result.best_epoch, "best_val_dice": result.best_dice, "precision": result.precision,
+             "threads": torch.get_num_threads(), "stages": records}
     (dest / "training.json").write_text(json.dumps(facts, indent=1, default=str))
     shutil.copy2(result.card_path, work / "card.trained.yaml")
-    print(f"{recipe.name}: best val Dice {result.best_dice} at epoch {result.best_epoch}; "
+    print(f"{recipe.name}: best val Dice {result.best_dice} at epoch {result.best_epoch} of stage {stages[-1][0]}; "
           f"{seconds / 60:.1f} min in all -> {dest}", flush=True)
     return 0
 

@@ -10,6 +10,7 @@ fast; one test runs the shipped ``ct-abdomen-3d`` and ``ct-abdomen-2d`` on an un
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,6 +323,48 @@ def test_download_offline_says_so_and_changes_nothing(make_napari_viewer, qtbot,
     assert errors and "offline" in errors[-1]
     assert [layer.name for layer in viewer.layers] == names and widget.download.enabled
     assert not (tmp_path / "zoo" / "spleen_ct_segmentation").exists()
+
+
+@pytest.mark.realdata
+def test_download_online_fetches_the_bundle_into_the_cache_and_runs_it(make_napari_viewer, qtbot, models_dir,
+                                                                       monkeypatch, notifications, tmp_path,
+                                                                       realdata):
+    """The online path, with MONAI's own ``monai.bundle.download`` standing in for the network: it
+    delivers the real spleen_ct_segmentation configs (random weights) where MONAI would put them;
+    the widget then describes the bundle and segments with it."""
+    import shutil
+
+    import monai.bundle
+
+    from napari_medseg.core import bundles
+
+    calls = []
+
+    def fake_download(name, version=None, bundle_dir=None, source=None, progress=True, **kwargs):
+        calls.append(name)
+        folder = Path(bundle_dir) / name
+        shutil.copytree(realdata / "bundles" / name / "configs", folder / "configs")
+        net = bundles.bundle_network(folder)
+        (folder / "models").mkdir()
+        torch.save(net.state_dict(), folder / "models" / "model.pt")
+
+    monkeypatch.setattr(monai.bundle, "download", fake_download)
+    monkeypatch.setenv("NAPARI_MEDSEG_BUNDLES", str(tmp_path / "zoo"))
+    viewer = make_napari_viewer()
+    add_phantom(viewer)
+    widget = open_widget(viewer)
+    widget.source.value = "zoo"
+    widget.zoo_name.value = "spleen_ct_segmentation"
+    assert "not downloaded yet" in widget.info.value
+    widget.download.changed.emit(True)
+    qtbot.waitUntil(lambda: widget.download_job is not None and not widget.download_job.running, timeout=30000)
+    assert calls == ["spleen_ct_segmentation"]
+    assert (tmp_path / "zoo" / "spleen_ct_segmentation" / "models" / "model.pt").is_file()
+    assert "not downloaded yet" not in widget.info.value and "spleen" in widget.info.value.lower()
+    assert not [msg for sev, msg in notifications if "error" in sev.lower()]
+    run_and_wait(qtbot, widget, timeout=120000)
+    labels = viewer.layers["phantom – spleen_ct_segmentation"]
+    assert labels.data.shape == viewer.layers["phantom"].data.shape and labels.data.dtype == np.uint8
 
 
 def test_event_loop_stays_alive_during_a_3d_run(make_napari_viewer, qtbot, tmp_path, monkeypatch):
