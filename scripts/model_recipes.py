@@ -51,8 +51,9 @@ class Recipe:
     train: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields
     lesion_labels: tuple[str, ...] = ()
     # stage 2: the same phantoms again, from stage 1's best weights, with a fresh, lower learning
-    # rate schedule (TrainConfig fields over ``train``); empty: one stage only. Stage 1 was still
-    # improving when its cosine schedule ran out; a second, gentler cycle continues from its best.
+    # rate schedule (TrainConfig fields over ``train``); empty: one stage only. Worth it where stage
+    # 1 was still improving when its cosine schedule ran out (the 3D model); the 2D CT model had
+    # plateaued: 20 more epochs changed nothing (organ mean 0.910 -> 0.910, lesion 0.35 -> 0.32).
     finetune: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,7 +75,9 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5]}],
         },
         train={"epochs": 30, "iterations": 80, "batch_size": 2, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
-        finetune={"epochs": 20, "lr": 1e-3, "warmup_iterations": 20, "patience": 8},
+        # stage 2: the 3D network was still improving at epoch 30 (best = last epoch); 20 more
+        # epochs at lr 1e-3 raised validation Dice 0.777 -> 0.800 and still rose, so the recipe runs 60
+        finetune={"epochs": 60, "lr": 1e-3, "warmup_iterations": 20, "patience": 12},
         lesion_labels=("liver_lesion",),
     ),
     "ct-abdomen-2d": Recipe(
@@ -92,7 +95,6 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": [{"op": "largest_component", "labels": [1, 2, 3, 4, 5]}],
         },
         train={"epochs": 25, "iterations": 80, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
-        finetune={"epochs": 20, "lr": 1e-3, "warmup_iterations": 20, "patience": 8},
         lesion_labels=("liver_lesion",),
     ),
     "mr-brain": Recipe(
@@ -111,7 +113,6 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": [],
         },
         train={"epochs": 40, "iterations": 75, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
-        finetune={"epochs": 20, "lr": 1e-3, "warmup_iterations": 20, "patience": 8},
         lesion_labels=("tumour", "oedema"),
     ),
 }
