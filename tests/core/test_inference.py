@@ -368,3 +368,48 @@ def test_3d_windows_that_are_not_cubes_blend_in_the_stitch_order():
         ref = sliding_window_inference(torch.from_numpy(vol.array)[None, None], (8, 16, 16), 2, net,
                                        overlap=0.25, mode="gaussian").argmax(1)[0].numpy()
     np.testing.assert_array_equal(result.labels.array, ref)
+
+
+def _context_card(context: int = 1) -> ModelCard:
+    card = _card(dims=2, roi=(16, 16), in_channels=2 * context + 1)
+    card.inference.context_slices = context
+    return card
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_2_5d_feeds_each_slice_with_its_neighbours_as_channels(axis):
+    """With ``context_slices`` 1 the network sees slices z-1, z, z+1 as channels 0, 1, 2 (edges
+    repeated): checked against a UNet applied to stacks built by hand, along two axes."""
+    net = _unet(2, in_channels=3)
+    vol = _volume((6, 16, 16) if axis == 0 else (16, 5, 16))
+    seg = Segmenter(_context_card(1), net, precision="fp32")
+    got = seg.predict(vol, axis=axis).labels.array
+    arr = np.moveaxis(vol.array, axis, 0)
+    n = arr.shape[0]
+    stacks = np.stack([arr[[max(z - 1, 0), z, min(z + 1, n - 1)]] for z in range(n)])
+    with torch.inference_mode():
+        ref = net(torch.from_numpy(stacks)).argmax(1).numpy()
+    np.testing.assert_array_equal(got, np.moveaxis(ref, 0, axis))
+
+
+def test_2_5d_one_slice_reads_the_true_neighbours_not_the_crop_edge():
+    vol = _volume((9, 20, 16))
+    seg = Segmenter(_context_card(2), _unet(2, in_channels=5), precision="fp32")
+    whole = seg.predict(vol, axis=0).labels.array
+    for index in (0, 4, 8):
+        one = seg.predict(vol, axis=0, slice_index=index).labels.array
+        np.testing.assert_array_equal(one[index], whole[index])
+
+
+def test_2_5d_card_checks_its_channel_count_and_mode():
+    from napari_medseg.core.errors import CardError
+    from napari_medseg.core.models import validate_card
+
+    card = _context_card(1)
+    card.network.in_channels = 1
+    with pytest.raises(CardError, match=r"x 3 slices \(inference.context_slices 1\).*in_channels is 1"):
+        validate_card(card, check_weights=False)
+    card3d = _card(dims=3)
+    card3d.inference.context_slices = 1
+    with pytest.raises(CardError, match="context_slices: neighbouring slices are for 2D"):
+        validate_card(card3d, check_weights=False)

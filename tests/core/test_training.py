@@ -301,3 +301,34 @@ def test_validation_every_other_epoch(tmp_path, cases):
                                                                     validate_first=False))
     assert [h["val_dice"] is not None for h in result.history] == [False, True, True]
     assert result.best_epoch in (2, 3) and result.initial_dice is None
+
+
+def test_a_2_5d_card_samples_neighbouring_slices_as_channels_and_trains(tmp_path, cases):
+    """``inference.context_slices`` 1: the sampler hands the network slices s-1, s, s+1 as its three
+    channels (edges repeated), in the order the engine reads them, and a run learns the organ."""
+    card = make_card(2, small=False)
+    card.inference.context_slices = 1
+    card.network.in_channels = 3
+    case = prepare_case(card, cases[0], np.random.default_rng(0))
+    n = case.image.shape[1]
+    # every voxel holds its slice number + 1 (0 is the zero padding of patches past the edge)
+    case.image[0] = (np.arange(n, dtype=np.float32) + 1)[:, None, None]
+    sampler = PatchSampler([case], (24, 24), fg_ratio=0.5, slices=True, rng=np.random.default_rng(1), context=1)
+    images, targets, _ = sampler.sample(32)
+    assert images.shape == (32, 3, 24, 24) and targets.shape == (32, 24, 24)
+    seen = set()
+    for patch in images:
+        inside = patch[1] > 0
+        values = [np.unique(patch[c][inside]) for c in range(3)]
+        assert all(len(v) == 1 for v in values), values  # one slice per channel
+        s = int(values[1][0]) - 1
+        assert [int(v[0]) - 1 for v in values] == [max(s - 1, 0), s, min(s + 1, n - 1)]
+        seen.add(s)
+    assert len(seen) > 3
+    cfg = quick(epochs=3, iterations=12, augment=0.0, batch_size=8, lr=2e-2)
+    result = train(card, cases, tmp_path / "ctx.yaml", cfg)
+    assert result.best_dice > result.initial_dice + 0.3, (result.initial_dice, result.history)
+    loaded, net = load_model(tmp_path / "ctx.yaml")
+    assert loaded.inference.context_slices == 1 and loaded.network.in_channels == 3
+    labels = Segmenter(loaded, net, precision="fp32").predict(cases[1].image).labels.array
+    assert labels.shape == cases[1].image.spatial_shape

@@ -123,6 +123,11 @@ class InferenceSpec:
         blend: ``gaussian`` or ``constant``.
         slice_axis: for 2D, model-space axis to slide along (2 = z).
         batch_size: windows or slices per forward pass.
+        context_slices: 2D only ("2.5D"): this many neighbouring slices on each side go in with
+            each slice as extra input channels, so the network can tell a vessel running through
+            the slice from a round lesion; ``network.in_channels`` is then ``preprocessing.channels
+            * (2 * context_slices + 1)``, ordered volume by volume, slices from low to high index.
+            Slices past the ends repeat the edge slice.
     """
 
     mode: str = "3d"
@@ -131,6 +136,7 @@ class InferenceSpec:
     blend: str = "gaussian"
     slice_axis: int = 2
     batch_size: int = 4
+    context_slices: int = 0
 
 
 @dataclass
@@ -178,6 +184,12 @@ class ModelCard:
     def folder(self) -> Path | None:
         """Folder of the card file; relative weights paths resolve against it."""
         return Path(self.path).parent if self.path else None
+
+    @property
+    def input_volumes(self) -> int:
+        """How many scan volumes the network takes: its input channels, less the neighbouring
+        slices a 2.5D card (``inference.context_slices``) stacks as extra channels of each."""
+        return int(self.network.in_channels) // (2 * int(self.inference.context_slices or 0) + 1)
 
     def weights_path(self) -> Path | None:
         if self.weights is None:

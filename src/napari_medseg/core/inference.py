@@ -268,11 +268,13 @@ class Segmenter:
         if intensity.needs_fit:
             intensity.fit(model_arr)
 
-        # one slice: crop the model rows that the chosen scan row needs
+        # 2.5D: neighbouring slices go in as extra channels (card inference.context_slices)
+        context = int(card.inference.context_slices) if mode == "2d" else 0
+        # one slice: crop the model rows that the chosen scan row needs (and their neighbours)
         row_offset, scan_rows = 0, None
         if slice_index is not None:
             row_offset, scan_rows, model_arr = self._crop_for_slice(work, model_arr, napari_axis, slice_index,
-                                                                    work_roi[0])
+                                                                    work_roi[0], context)
 
         n_classes = int(card.network.out_channels)
         max_value = self._max_label_value(n_classes)
@@ -299,12 +301,20 @@ class Segmenter:
         if progress is not None:
             progress(0, len(windows), f"{len(windows)} windows of {tuple(work_roi)}")
 
+        n_rows = model_arr.shape[-3]
+
         def read(window) -> torch.Tensor:
-            src = np.ascontiguousarray(model_arr[(Ellipsis,) + window.src])
+            if context:  # rows z-k..z+k (edges repeated), then (C, 2k+1, h, w) -> (C*(2k+1), 1, h, w)
+                z = window.src[0].start
+                rows = np.clip(np.arange(z - context, z + context + 1), 0, n_rows - 1)
+                src = np.ascontiguousarray(model_arr[(Ellipsis, rows) + tuple(window.src[1:])])
+            else:
+                src = np.ascontiguousarray(model_arr[(Ellipsis,) + window.src])
             t = torch.from_numpy(src).to(torch.float32)
             if t.ndim == 3:
                 t = t.unsqueeze(0)
-            return intensity(t)
+            t = intensity(t)
+            return t.reshape((-1, 1) + tuple(t.shape[-2:])) if context else t
 
         # windows are cut in work order; the network must see them in model axis order
         to_model = None if mode == "2d" or order == [0, 1, 2] else [0, 1] + [2 + order.index(k) for k in range(3)]
@@ -316,7 +326,8 @@ class Segmenter:
             return self._forward(batch.permute(to_model)).permute(to_work)
 
         with torch.inference_mode():
-            run_windows(windows, read, forward, stitcher, work_roi, array.shape[0] if array.ndim == 4 else 1,
+            in_channels = (array.shape[0] if array.ndim == 4 else 1) * (2 * context + 1)
+            run_windows(windows, read, forward, stitcher, work_roi, in_channels,
                         self._batch_size(work_roi), progress=progress, should_stop=should_stop)
         writer.check_complete()
         if postprocess and card.postprocess and slice_index is None:
@@ -394,7 +405,7 @@ class Segmenter:
         return space.permuted([slice_axis] + [k for k in range(3) if k != slice_axis])
 
     def _input_array(self, volume: Volume, extra: Sequence[Volume | np.ndarray] | None) -> np.ndarray:
-        need = int(self.card.network.in_channels)
+        need = self.card.input_volumes
         parts = [volume.array] if volume.array.ndim == 3 else [volume.array[c] for c in range(volume.array.shape[0])]
         for e in extra or ():
             arr = e.array if isinstance(e, Volume) else np.asarray(e)
@@ -416,7 +427,7 @@ class Segmenter:
         return np.stack([np.asarray(p, dtype=np.float32) for p in parts])
 
     def _crop_for_slice(self, work: ModelSpace, model_arr: np.ndarray, napari_axis: int, index: int,
-                        roi0: int) -> tuple[int, list[int], np.ndarray]:
+                        roi0: int, context: int = 0) -> tuple[int, list[int], np.ndarray]:
         if work.perm[0] != napari_axis:
             raise InferenceError(f"slice_index along napari axis {napari_axis}: this model slides along "
                                  f"napari axis {work.perm[0]}; pass axis={work.perm[0]}")
@@ -429,6 +440,7 @@ class Segmenter:
         centre = int(np.floor(np.clip(p, 0, d - 1)))
         lo = max(0, min(centre - roi0 // 2, d - roi0))
         hi = min(d, max(lo + roi0, centre + 2))
+        lo, hi = max(0, lo - context), min(d, hi + context)  # the neighbours a 2.5D model reads
         return lo, [row], model_arr[..., lo:hi, :, :]
 
     def _max_label_value(self, n_classes: int) -> int:

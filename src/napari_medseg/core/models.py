@@ -162,7 +162,7 @@ def _check_network(net: NetworkSpec, source: str) -> None:
         raise CardError(f"network.kwargs: expected a mapping of constructor arguments, got {net.kwargs!r}")
 
 
-def _check_preprocessing(pre: PreprocessingSpec, net: NetworkSpec) -> None:
+def _check_preprocessing(pre: PreprocessingSpec, net: NetworkSpec, inf: InferenceSpec) -> None:
     _check_orientation(pre.orientation)
     dims = net.spatial_dims
     if pre.spacing is not None:
@@ -178,8 +178,15 @@ def _check_preprocessing(pre: PreprocessingSpec, net: NetworkSpec) -> None:
                             f"{dims}D network, got {pre.resize!r}")
         if pre.spacing is not None:
             raise CardError("preprocessing: give either spacing or resize, not both")
-    if not _is_int(pre.channels) or pre.channels != net.in_channels:
-        raise CardError(f"preprocessing.channels: {pre.channels!r} input volumes, but "
+    ctx = inf.context_slices
+    if not _is_int(ctx) or ctx < 0:
+        raise CardError(f"inference.context_slices: expected a whole number >= 0, got {ctx!r}")
+    if ctx and inf.mode != "2d":
+        raise CardError(f"inference.context_slices: neighbouring slices are for 2D (slice-wise) models; "
+                        f"this one is {inf.mode}")
+    if not _is_int(pre.channels) or pre.channels * (2 * ctx + 1) != net.in_channels:
+        extra = f" x {2 * ctx + 1} slices (inference.context_slices {ctx})" if ctx else ""
+        raise CardError(f"preprocessing.channels: {pre.channels!r} input volumes{extra}, but "
                         f"network.in_channels is {net.in_channels}")
     it = pre.intensity
     _choice("preprocessing.intensity.kind", it.kind, INTENSITY_KINDS)
@@ -289,7 +296,7 @@ def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:
         if not isinstance(card.network, NetworkSpec):
             raise CardError("network: missing (required)")
         _check_network(card.network, card.source)
-        _check_preprocessing(card.preprocessing, card.network)
+        _check_preprocessing(card.preprocessing, card.network, card.inference)
         _check_inference(card.inference, card.network)
         _check_output(card)
         _check_postprocess(card.postprocess)

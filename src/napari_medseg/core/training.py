@@ -486,7 +486,8 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
     aug_cfg = AugmentConfig(strength=float(config.augment), flip_axes=tuple(config.flip_axes))
     gen = torch.Generator().manual_seed(config.seed + 1)
     sampler_rng = np.random.default_rng(config.seed + 2)
-    sampler = PatchSampler(train_cases, patch, config.fg_ratio, slices, sampler_rng)
+    sampler = PatchSampler(train_cases, patch, config.fg_ratio, slices, sampler_rng,
+                           context=int(card.inference.context_slices))
     total_steps = config.epochs * config.iterations
 
     epoch, step = 0, 0

@@ -226,7 +226,7 @@ def prepare_case(card: ModelCard, pair: TrainingPair, rng: np.random.Generator, 
     ``keep_scan=False`` drops the scan-grid labels and the pair (training cases need neither; a
     512x512x300 label map is 75 MB). ``label_names`` and ``unknown`` as in :func:`label_lookup`.
     """
-    _check_grid(pair, int(card.network.in_channels))
+    _check_grid(pair, card.input_volumes)
     lut = label_lookup(card, pair.labels, pair.name, label_names, unknown)
     classes = lut[np.asarray(pair.labels.array, dtype=np.intp)]
     values = np.asarray(class_values(card), dtype=np.int64)
@@ -279,15 +279,18 @@ class PatchSampler:
     proportion to their voxels), then a random voxel of it, so a 5 mm lesion is the centre of as
     many patches as the liver around it. The other crops are uniform over the volume. 2D cards
     (``slices=True``) sample one slice along model axis 0 (the card's slice axis) and a 2D crop.
-    Patches that run past the volume are zero padded, as the engine pads small volumes.
+    Patches that run past the volume are zero padded, as the engine pads small volumes. With
+    ``context`` (2D cards' ``inference.context_slices``) the ``context`` slices on each side come
+    along as extra channels, in the engine's order.
     """
 
     def __init__(self, cases: Sequence[Case], patch: Sequence[int], fg_ratio: float, slices: bool,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, context: int = 0):
         self.cases = list(cases)
         self.patch = tuple(int(p) for p in patch)
         self.fg_ratio = float(fg_ratio)
         self.slices = slices
+        self.context = int(context) if slices else 0
         self.rng = rng
 
     def _centre(self, case: Case) -> np.ndarray:
@@ -309,7 +312,12 @@ class PatchSampler:
             image, target, spacing = case.image, case.target, case.spacing
             if self.slices:
                 s = int(centre[0])
-                image, target, spacing, centre = image[:, s], target[s], spacing[1:], centre[1:]
+                if self.context:  # 2.5D: slices s-k..s+k as channels, edges repeated, as the engine reads them
+                    rows = np.clip(np.arange(s - self.context, s + self.context + 1), 0, image.shape[1] - 1)
+                    image = image[:, rows].reshape((-1,) + image.shape[2:])
+                else:
+                    image = image[:, s]
+                target, spacing, centre = target[s], spacing[1:], centre[1:]
             # a little jitter so the class voxel is not always the exact centre, then keep the
             # patch inside the volume where the volume is large enough
             starts = [int(c) - p // 2 + int(self.rng.integers(-(p // 4), p // 4 + 1))

@@ -49,7 +49,8 @@ def describe_card(card) -> str:
     labels = ", ".join(f"{v} {card.labels.name(v)}" for v in card.labels.values()) or "(unnamed classes)"
     inf, pre = card.inference, card.preprocessing
     lines = [f"{card.name}" + (f": {card.description}" if card.description else ""),
-             f"Modality: {card.modality or 'not stated'};  inputs: {card.network.in_channels}",
+             f"Modality: {card.modality or 'not stated'};  inputs: {card.input_volumes}"
+             + (f" ({2 * inf.context_slices + 1} neighbouring slices each)" if inf.context_slices else ""),
              f"Labels: {labels}",
              f"Trained on: {card.trained_on or 'not stated'}",
              f"Network: {card.network.arch} {card.network.spatial_dims}D;  mode {inf.mode}, window "
