@@ -45,6 +45,19 @@ def _pairs(kind: str, seeds: range) -> list[TrainingPair]:
     return pairs
 
 
+def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
+    """The card's ``trained_on`` for a two-stage recipe (``train`` only knows its own stage)."""
+    parts = []
+    for r in records:
+        start = "from random weights" if r["stage"] == "1" else "from stage 1's best weights"
+        stop = ", early stop" if r.get("early_stopped") else ""
+        parts.append(f"stage {r['stage']}: {r['epochs_run']} epochs {start}{stop}, best validation Dice "
+                     f"{r['best_val_dice']:.4f} at epoch {r['best_epoch']}")
+    return (f"trained with napari-medseg on {n_train} synthetic {recipe.kind} phantoms (seeds {TRAIN_SEED0}-"
+            f"{TRAIN_SEED0 + n_train - 1}), validated on {n_val} (seeds {VAL_SEED0}-{VAL_SEED0 + n_val - 1}); "
+            + "; ".join(parts))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", choices=sorted(RECIPES))
@@ -123,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     if stages[0][0] == "2" and (dest / "training.json").is_file():  # stage 1 ran before: keep its record
         earlier = json.loads((dest / "training.json").read_text())
         earlier = {"stage": "1", **earlier.get("stages", [earlier])[0]}
+    records = [earlier] if earlier else []
+    for stage, settings, res in stages:
+        records.append({"stage": stage, "config": settings, "train_seconds": round(res.seconds),
+                        "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
+                        "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
+                        "history": res.history})
     state = torch.load(result.weights_path, map_location="cpu", weights_only=True)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     tmp = dest / "model.pt.tmp"
@@ -130,13 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, dest / "model.pt")
     trained = load_card(result.card_path, check_weights=False)
     trained.weights = "model.pt"
+    if len(records) > 1:
+        trained.trained_on = stages_text(recipe, records, len(train_pairs), len(val_pairs))
     save_card(trained, dest / "card.yaml")
-    records = [earlier] if earlier else []
-    for stage, settings, res in stages:
-        records.append({"stage": stage, "config": settings, "train_seconds": round(res.seconds),
-                        "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
-                        "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
-                        "history": res.history})
     facts = {"model": recipe.name, "n_train": len(train_pairs), "n_val": len(val_pairs),
              "train_seeds": [TRAIN_SEED0, TRAIN_SEED0 + n_train - 1],
              "val_seeds": [VAL_SEED0, VAL_SEED0 + recipe.n_val - 1],
