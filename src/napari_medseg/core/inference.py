@@ -17,7 +17,8 @@ How it is fast and lean on a CPU (figures in ``benchmarks/bench_inference.py`` a
   faults that otherwise dominate big activations;
 * scores are stitched slab by slab (:mod:`~napari_medseg.core.sliding_window`) and each finished
   slab becomes labels at once (:mod:`~napari_medseg.core.labelling`), so no float map of every
-  class over the whole volume ever exists;
+  class over the whole volume ever exists; the slab is class-innermost, as the network writes
+  its output, so blending a window streams through memory;
 * an untouched scan (no resampling) is read window by window through a view, normalised per
   window, never copied whole;
 * when only labels are wanted (softmax, no probability, no linear resampling) the slab holds
@@ -27,7 +28,8 @@ How it is fast and lean on a CPU (figures in ``benchmarks/bench_inference.py`` a
 
 Multi-channel models take their other input volumes through ``extra_channels`` (same grid, the
 card's channel order); an RGB picture is a one-slice three-channel volume
-(:func:`napari_medseg.io.rgb.rgb_volume`).
+(:func:`napari_medseg.io.rgb.rgb_volume`). 2.5D cards (``inference.context_slices``) get each slice
+with its neighbours as extra channels, read here and in training the same way.
 """
 
 from __future__ import annotations
