@@ -116,6 +116,8 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": [],
         },
         train={"epochs": 40, "iterations": 75, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        # stage 2 (ran 20 epochs, early stop): validation Dice 0.716 -> 0.745; on the 20 evaluation
+        # phantoms tissue mean 0.901 -> 0.912, tumour 0.53 -> 0.56
         finetune={"epochs": 40, "lr": 1e-3, "warmup_iterations": 20, "patience": 10},
         lesion_labels=("tumour", "oedema"),
     ),
