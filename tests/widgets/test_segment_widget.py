@@ -290,6 +290,24 @@ def test_model_scan_mismatch_is_a_notification_not_a_traceback(make_napari_viewe
     assert widget.run_button.enabled
 
 
+def test_a_four_volume_layer_feeds_a_four_channel_model(make_napari_viewer, qtbot, models_dir):
+    """A 4D Image layer (channel axis first, then the 3 spatial axes, as BraTS-like data opens)
+    runs a model that takes four input volumes; the result is a 3D Labels layer on the spatial
+    grid, placed where the scan's spatial axes are."""
+    ph = abdomen_ct(seed=2, shape=(16, 48, 48), spacing=(2.5, 1.0, 1.0))
+    data, kwargs, _ = layer_data_from_volume(ph.image, "phantom", as_labels=False)
+    four = np.stack([data, data // 2, data + 100, -data])
+    viewer = make_napari_viewer()
+    viewer.add_image(four, name="phantom", scale=(1.0,) + tuple(kwargs["scale"]),
+                     translate=(0.0,) + tuple(kwargs["translate"]))
+    widget = open_widget(viewer, model="four-channel")
+    run_and_wait(qtbot, widget)
+    labels = viewer.layers["phantom – four-channel"]
+    assert labels.data.shape == (16, 48, 48) and labels.data.dtype == np.uint8
+    np.testing.assert_allclose(labels.scale, kwargs["scale"])
+    np.testing.assert_allclose(labels.translate, kwargs["translate"])
+
+
 def test_out_of_memory_message_suggests_what_to_try():
     from napari_medseg.widgets._segment_job import SegmentParams, describe_error
 
