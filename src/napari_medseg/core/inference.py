@@ -48,7 +48,7 @@ from napari_medseg.core.card import ModelCard
 from napari_medseg.core.errors import InferenceError
 from napari_medseg.core.labelling import LabelWriter
 from napari_medseg.core.labels import LabelTable, label_dtype
-from napari_medseg.core.preprocess import IntensityTransform, ModelSpace, model_space
+from napari_medseg.core.preprocess import IntensityTransform, ModelSpace, context_rows, model_space
 from napari_medseg.core.sliding_window import SlabStitcher, importance_map, plan_windows, run_windows
 from napari_medseg.core.volume import Volume
 
@@ -308,7 +308,7 @@ class Segmenter:
         def read(window) -> torch.Tensor:
             if context:  # rows z-k..z+k (edges repeated), then (C, 2k+1, h, w) -> (C*(2k+1), 1, h, w)
                 z = window.src[0].start
-                rows = np.clip(np.arange(z - context, z + context + 1), 0, n_rows - 1)
+                rows = context_rows(z, context, n_rows)
                 src = np.ascontiguousarray(model_arr[(Ellipsis, rows) + tuple(window.src[1:])])
             else:
                 src = np.ascontiguousarray(model_arr[(Ellipsis,) + window.src])

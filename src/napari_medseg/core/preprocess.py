@@ -262,6 +262,13 @@ def _per_axis(values: Sequence[float] | None, name: str, slice_axis: int | None)
 
 # ------------------------------------------------------------------------------- resampling
 
+def context_rows(index: int, context: int, n: int) -> np.ndarray:
+    """Rows ``index - context .. index + context`` of ``n``, low to high, edges repeated: the slices
+    a 2.5D card (``inference.context_slices``) stacks as channels, read the same way by the engine
+    and by training."""
+    return np.clip(np.arange(index - context, index + context + 1), 0, n - 1)
+
+
 def _axis_indices(positions: np.ndarray, n: int, mode: str):
     """Source indices and weights for sampling ``positions`` on an axis of ``n`` voxels."""
     if mode == "nearest":

@@ -27,7 +27,7 @@ import numpy as np
 from napari_medseg.core.card import ModelCard
 from napari_medseg.core.errors import GeometryError, MedsegError
 from napari_medseg.core.labels import LabelTable
-from napari_medseg.core.preprocess import IntensityTransform, ModelSpace, model_space
+from napari_medseg.core.preprocess import IntensityTransform, ModelSpace, context_rows, model_space
 from napari_medseg.core.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -312,8 +312,8 @@ class PatchSampler:
             image, target, spacing = case.image, case.target, case.spacing
             if self.slices:
                 s = int(centre[0])
-                if self.context:  # 2.5D: slices s-k..s+k as channels, edges repeated, as the engine reads them
-                    rows = np.clip(np.arange(s - self.context, s + self.context + 1), 0, image.shape[1] - 1)
+                if self.context:  # 2.5D: slices s-k..s+k as channels, as the engine reads them
+                    rows = context_rows(s, self.context, image.shape[1])
                     image = image[:, rows].reshape((-1,) + image.shape[2:])
                 else:
                     image = image[:, s]
