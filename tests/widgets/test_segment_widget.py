@@ -92,6 +92,24 @@ def run_and_wait(qtbot, widget, timeout=30000):
     qtbot.waitUntil(lambda: not widget.job.running, timeout=timeout)
 
 
+def zoo_widget(make_napari_viewer, monkeypatch, tmp_path, name="spleen_ct_segmentation"):
+    """A viewer with the phantom and the Segment widget set to a Model Zoo bundle not yet in the
+    cache (a fresh cache folder under ``tmp_path``)."""
+    monkeypatch.setenv("NAPARI_MEDSEG_BUNDLES", str(tmp_path / "zoo"))
+    viewer = make_napari_viewer()
+    add_phantom(viewer)
+    widget = open_widget(viewer)
+    widget.source.value = "zoo"
+    widget.zoo_name.value = name
+    assert "not downloaded yet" in widget.info.value
+    return viewer, widget
+
+
+def download_and_wait(qtbot, widget, timeout):
+    widget.download.changed.emit(True)
+    qtbot.waitUntil(lambda: widget.download_job is not None and not widget.download_job.running, timeout=timeout)
+
+
 def snapshot(viewer):
     return [(layer.name, np.array(layer.data, copy=True)) for layer in viewer.layers]
 
@@ -327,16 +345,9 @@ def test_download_offline_says_so_and_changes_nothing(make_napari_viewer, qtbot,
                          "be offline (URLError: no network)")
 
     monkeypatch.setattr(bundles, "download_bundle", offline)
-    monkeypatch.setenv("NAPARI_MEDSEG_BUNDLES", str(tmp_path / "zoo"))
-    viewer = make_napari_viewer()
-    add_phantom(viewer)
-    widget = open_widget(viewer)
-    widget.source.value = "zoo"
-    widget.zoo_name.value = "spleen_ct_segmentation"
-    assert "not downloaded yet" in widget.info.value
+    viewer, widget = zoo_widget(make_napari_viewer, monkeypatch, tmp_path)
     names = [layer.name for layer in viewer.layers]
-    widget.download.changed.emit(True)
-    qtbot.waitUntil(lambda: widget.download_job is not None and not widget.download_job.running, timeout=10000)
+    download_and_wait(qtbot, widget, timeout=10000)
     errors = [msg for sev, msg in notifications if "error" in sev.lower()]
     assert errors and "offline" in errors[-1]
     assert [layer.name for layer in viewer.layers] == names and widget.download.enabled
@@ -367,15 +378,8 @@ def test_download_online_fetches_the_bundle_into_the_cache_and_runs_it(make_napa
         torch.save(net.state_dict(), folder / "models" / "model.pt")
 
     monkeypatch.setattr(monai.bundle, "download", fake_download)
-    monkeypatch.setenv("NAPARI_MEDSEG_BUNDLES", str(tmp_path / "zoo"))
-    viewer = make_napari_viewer()
-    add_phantom(viewer)
-    widget = open_widget(viewer)
-    widget.source.value = "zoo"
-    widget.zoo_name.value = "spleen_ct_segmentation"
-    assert "not downloaded yet" in widget.info.value
-    widget.download.changed.emit(True)
-    qtbot.waitUntil(lambda: widget.download_job is not None and not widget.download_job.running, timeout=30000)
+    viewer, widget = zoo_widget(make_napari_viewer, monkeypatch, tmp_path)
+    download_and_wait(qtbot, widget, timeout=30000)
     assert calls == ["spleen_ct_segmentation"]
     assert (tmp_path / "zoo" / "spleen_ct_segmentation" / "models" / "model.pt").is_file()
     assert "not downloaded yet" not in widget.info.value and "spleen" in widget.info.value.lower()
