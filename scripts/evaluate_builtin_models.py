@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/evaluate_builtin_models.py [MODEL ...] [--n 20] [--json out.json]
 
-For each model: ``--n`` phantoms from seeds ``EVAL_SEED0 + i`` (never used in training or validation,
-see ``model_recipes.py``) go through the same path a user's scan takes: ``load_model`` by registry
-name, ``Segmenter.predict`` (card post-processing on), labels on the scan's own grid. Reported:
+For each model: ``--n`` phantoms from seeds ``EVAL_SEED0 + i`` (never used in training, validation or
+tuning, see ``model_recipes.py``; ``--tuning``: seeds ``TUNE_SEED0 + i``, where post-processing was
+chosen) go through the same path a user's scan takes: ``load_model`` by registry name,
+``Segmenter.predict`` (card post-processing on), labels on the scan's own grid. Reported:
 
 * per-label Dice (mean over phantoms; a label absent from both maps is skipped),
 * lesion labels: Dice over phantoms that hold the lesion, and lesion-wise detection for lesions of
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_recipes import EVAL_SEED0, RECIPES, make_phantom  # noqa: E402
+from model_recipes import EVAL_SEED0, RECIPES, TUNE_SEED0, make_phantom  # noqa: E402
 
 from napari_medseg.core.inference import Segmenter  # noqa: E402
 from napari_medseg.core.lesions import lesion_detection  # noqa: E402
@@ -52,7 +53,7 @@ def _label_dice(pred: np.ndarray, ref: np.ndarray, value: int) -> float | None:
     return float(2.0 * np.count_nonzero(p & r) / (np.count_nonzero(p) + np.count_nonzero(r)))
 
 
-def evaluate_phantoms(name: str, n: int, precision: str, progress=print) -> dict:
+def evaluate_phantoms(name: str, n: int, precision: str, progress=print, seed0: int = EVAL_SEED0) -> dict:
     recipe = RECIPES[name]
     card, net = load_model(name)
     seg = Segmenter(card, net, precision=precision)
@@ -61,7 +62,7 @@ def evaluate_phantoms(name: str, n: int, precision: str, progress=print) -> dict
     det = {lab: {"n_ref": 0, "found": 0, "n_pred": 0, "true_pred": 0} for lab in recipe.lesion_labels}
     seconds = []
     for i in range(n):
-        seed = EVAL_SEED0 + i
+        seed = seed0 + i
         ph = make_phantom(recipe.kind, seed)
         t0 = time.perf_counter()
         pred = seg.predict(ph.image).labels.array
@@ -78,7 +79,7 @@ def evaluate_phantoms(name: str, n: int, precision: str, progress=print) -> dict
                 det[lab][k] += getattr(ld, k)
         progress(f"  {name} seed {seed}: " + " ".join(
             f"{k}={per_label[k][-1]:.3f}" for k in per_label if per_label[k]) + f" ({seconds[-1]:.1f} s)")
-    out = {"model": name, "n_phantoms": n, "seeds": [EVAL_SEED0, EVAL_SEED0 + n - 1], "precision": seg.precision,
+    out = {"model": name, "n_phantoms": n, "seeds": [seed0, seed0 + n - 1], "precision": seg.precision,
            "seconds_per_scan": float(np.median(seconds)),
            "dice": {k: (float(np.mean(v)) if v else math.nan) for k, v in per_label.items()},
            "dice_n": {k: len(v) for k, v in per_label.items()}}
@@ -136,13 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("models", nargs="*", default=sorted(RECIPES))
     ap.add_argument("--n", type=int, default=20, help="phantoms per model (default 20)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--tuning", action="store_true",
+                    help="measure on the tuning phantoms (seeds from TUNE_SEED0), where settings chosen after "
+                         "training are compared, instead of the evaluation phantoms")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", type=Path, help="write all figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     results = []
     for name in args.models:
-        res = evaluate_phantoms(name, args.n, args.precision)
+        res = evaluate_phantoms(name, args.n, args.precision, seed0=TUNE_SEED0 if args.tuning else EVAL_SEED0)
         if RECIPES[name].kind == "ct-abdomen":
             res["real_ct"] = evaluate_real_ct(name, args.precision)
         results.append(res)

@@ -9,6 +9,7 @@ from napari_medseg.core.morphology import dilate, erode, fill_between_slices, sm
 from napari_medseg.core.outputs import make_output
 from napari_medseg.core.postprocess import (
     fill_holes,
+    keep_inside,
     keep_largest_component,
     merge_labels,
     relabel,
@@ -250,3 +251,58 @@ def test_bad_inputs_are_named_in_the_error():
         keep_largest_component(blobs(), labels=0)
     with pytest.raises(ValueError, match="radius_mm"):
         dilate(blobs(), -1)
+
+
+def lesion_scene() -> np.ndarray:
+    """Organ 1 is a 10x10x10 cube; lesion 2 has one piece inside it, one on its face (half of the
+    shell is organ) and one out in the background."""
+    a = np.zeros((14, 24, 14), dtype=np.uint8)
+    a[2:12, 2:12, 2:12] = 1
+    a[5:7, 5:7, 5:7] = 2          # inside: every shell voxel is organ
+    a[5:7, 11:13, 5:7] = 2        # straddles the organ's face at y = 11/12
+    a[5:7, 18:20, 5:7] = 2        # outside: no organ around it
+    return a
+
+
+def test_keep_inside_drops_lesions_whose_shell_is_not_mostly_the_host_organ():
+    a = lesion_scene()
+    strict = keep_inside(a, labels=2, host=1, min_fraction=0.9)
+    assert np.count_nonzero(strict == 2) == 8              # only the inner piece
+    assert (strict[5:7, 5:7, 5:7] == 2).all()
+    assert np.array_equal(strict == 1, a == 1)             # the host is untouched
+    # the face piece's shell: 16 side voxels of which the y = 11 half... measure it by hand
+    piece = np.zeros_like(a, dtype=bool)
+    piece[5:7, 11:13, 5:7] = True
+    from scipy import ndimage
+    shell = ndimage.binary_dilation(piece) & ~piece
+    share = float(np.mean(a[shell] == 1))
+    assert 0.3 < share < 0.7
+    loose = keep_inside(a, labels=[2], host=[1], min_fraction=share)
+    assert np.count_nonzero(loose == 2) == 16               # inner and face pieces, not the outer one
+    assert (loose[5:7, 18:20, 5:7] == 0).all()
+    assert np.count_nonzero(keep_inside(a, 2, 1, min_fraction=0.0) == 2) == 24
+    assert a[5, 18, 5] == 2                                 # the input is never modified
+
+
+def test_keep_inside_rejects_a_missing_label_list_and_a_bad_fraction():
+    a = lesion_scene()
+    with pytest.raises(ValueError, match="labels=None"):
+        keep_inside(a, None, 1)
+    with pytest.raises(ValueError, match="min_fraction=1.5"):
+        keep_inside(a, 2, 1, min_fraction=1.5)
+
+
+def test_a_cards_postprocess_steps_run_in_order_with_the_scan_spacing():
+    from napari_medseg.core.inference import InferenceError, apply_postprocess
+
+    a = lesion_scene()
+    a[0, 0, 0] = 1                                           # a stray organ voxel
+    steps = [{"op": "largest_component", "labels": [1]},
+             {"op": "keep_inside", "labels": [2], "host": [1], "min_fraction": 0.9},
+             {"op": "remove_small", "labels": [2], "min_ml": 0.009}]  # 8 voxels of 1 mL each stay
+    out = apply_postprocess(steps, a, spacing=(10.0, 10.0, 10.0))
+    assert out[0, 0, 0] == 0 and np.count_nonzero(out == 2) == 8
+    gone = apply_postprocess(steps[:2] + [{"op": "remove_small", "labels": [2], "min_ml": 9}], a, (10.0,) * 3)
+    assert np.count_nonzero(gone == 2) == 0
+    with pytest.raises(InferenceError, match="keep_inside"):
+        apply_postprocess([{"op": "smooth"}], a, (1.0,) * 3)

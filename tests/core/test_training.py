@@ -273,6 +273,27 @@ def test_sampler_centres_small_classes_as_often_as_large(cases):
     assert images.shape == (5, 1, 24, 24) and targets.shape == (5, 24, 24) and len(spacings[0]) == 2
 
 
+def test_sampler_centres_each_lesion_of_a_class_equally_often_whatever_its_size():
+    # one organ-free case with a big lesion (6x6x6 = 216 voxels), a small one (2x2x2 = 8) and a
+    # stray voxel: per voxel the small lesion would centre 8 / 225 of the patches, per component 1/2
+    shape = (24, 24, 24)
+    labels = np.zeros(shape, np.uint8)
+    labels[2:8, 2:8, 2:8] = 2
+    labels[18:20, 18:20, 18:20] = 2
+    labels[12, 2, 20] = 2
+    image = np.random.default_rng(0).normal(0, 1, shape).astype(np.float32)
+    vol = Volume(image, np.diag(list(SPACING) + [1.0]))
+    case = prepare_case(make_card(), TrainingPair(vol, vol.with_array(labels, labels=NAMES), "c"),
+                        np.random.default_rng(0))
+    parts = case.class_voxels[2]
+    assert sorted(p.size for p in parts) == [8, 216]    # the stray voxel is not a part of its own
+    sampler = PatchSampler([case], (4, 4, 4), fg_ratio=1.0, slices=False, rng=np.random.default_rng(3))
+    _, targets, _ = sampler.sample(400)
+    # a 4^3 patch around the small lesion holds at most its 8 voxels; around the big one, more
+    share_small = np.mean([0 < np.count_nonzero(t == 2) <= 8 for t in targets])
+    assert 0.35 < share_small < 0.65, share_small
+
+
 def test_augmentation_keeps_label_values_and_never_flips_by_default():
     gen = torch.Generator().manual_seed(0)
     target = torch.zeros(2, 16, 16, 16, dtype=torch.uint8)

@@ -48,7 +48,9 @@ ZSCORE_REGIONS = ("all", "nonzero", "body")
 #   largest_component {labels: [..] | omitted = all}   keep the largest connected component per label
 #   remove_small {min_ml: float, labels: [..]}          remove islands smaller than a volume in mL
 #   fill_holes {labels: [..]}                           fill enclosed holes per label
-POSTPROCESS_OPS = ("largest_component", "remove_small", "fill_holes")
+#   keep_inside {labels: [..], host: [..], min_fraction: 0.5}
+#                                                       drop components (lesions) outside a host (organ)
+POSTPROCESS_OPS = ("largest_component", "remove_small", "fill_holes", "keep_inside")
 
 
 @dataclass

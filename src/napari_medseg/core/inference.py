@@ -138,7 +138,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Run a card's ``postprocess`` steps (``largest_component``, ``remove_small``, ``fill_holes``)."""
+    """Run a card's ``postprocess`` steps (``largest_component``, ``remove_small``, ``fill_holes``,
+    ``keep_inside``); :mod:`napari_medseg.core.postprocess` explains each."""
     from napari_medseg.core import postprocess as pp
 
     for step in steps:
@@ -151,8 +152,11 @@ def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequenc
             array = pp.remove_small_islands(array, float(step.get("min_ml", 0.0)), spacing=spacing, labels=labels)
         elif op == "fill_holes":
             array = pp.fill_holes(array, labels=labels)
+        elif op == "keep_inside":
+            array = pp.keep_inside(array, labels, step["host"], float(step.get("min_fraction", 0.5)))
         else:
-            raise InferenceError(f"postprocess op {op!r}: expected largest_component, remove_small or fill_holes")
+            raise InferenceError(f"postprocess op {op!r}: expected one of largest_component, remove_small, "
+                                 "fill_holes, keep_inside")
     return array
 
 

@@ -280,6 +280,15 @@ def _check_postprocess(steps: Any) -> None:
         if step["op"] == "remove_small" and not (_is_num(step.get("min_ml")) and step["min_ml"] >= 0):
             raise CardError(f"postprocess[{i}].min_ml: remove_small needs a volume in mL >= 0, "
                             f"got {step.get('min_ml')!r}")
+        if step["op"] == "keep_inside":
+            host = step.get("host")
+            if not (isinstance(labels, list) and labels):
+                raise CardError(f"postprocess[{i}].labels: keep_inside needs the labels to judge, got {labels!r}")
+            if not (isinstance(host, list) and host and all(_is_int(v) for v in host)):
+                raise CardError(f"postprocess[{i}].host: keep_inside needs a list of host label values, got {host!r}")
+            frac = step.get("min_fraction", 0.5)
+            if not (_is_num(frac) and 0 <= frac <= 1):
+                raise CardError(f"postprocess[{i}].min_fraction: expected a share between 0 and 1, got {frac!r}")
 
 
 def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:

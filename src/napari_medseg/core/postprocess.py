@@ -119,6 +119,57 @@ def remove_small_islands(array: np.ndarray, min_volume_ml: float,
     return finish(out)
 
 
+def keep_inside(array: np.ndarray, labels: Labels, host: int | Iterable[int], min_fraction: float = 0.5,
+                connectivity: int = 1) -> np.ndarray:
+    """Remove components of ``labels`` that do not lie inside a ``host`` label.
+
+    A liver lesion is inside the liver; a "lesion" in the gallbladder or bowel beside it is a false
+    positive that no threshold on the lesion class can tell apart. Each connected component of the
+    chosen labels is judged by its shell, the voxels just outside it (face neighbours): the
+    component is kept when at least ``min_fraction`` of the shell belongs to a host label. A lesion
+    on the liver's edge keeps part of its shell outside, hence a fraction rather than "all".
+
+    Args:
+        array: label map.
+        labels: label value(s) to judge (e.g. the lesion label); None is not allowed here,
+            because "every label inside a host" has no meaning.
+        host: the label value(s) the components must lie in (e.g. the liver).
+        min_fraction: share of the shell that must be host, in [0, 1].
+        connectivity: which neighbours join a component (default face-connected).
+
+    Returns:
+        A new label map where the components outside their host are background.
+    """
+    array = check_label_array(array)
+    if labels is None:
+        raise ValueError("keep_inside needs the label value(s) to judge, got labels=None")
+    hosts = np.asarray(requested_labels({}, host), dtype=np.int64)
+    if not np.isfinite(min_fraction) or not 0.0 <= min_fraction <= 1.0:
+        raise ValueError(f"min_fraction={min_fraction} must be a share between 0 and 1")
+    shell_structure = connectivity_structure(array.ndim, 1)
+    out = array.copy()
+    boxes = label_boxes(array)
+    dropped = 0
+    for value in requested_labels(boxes, labels):
+        box = boxes.get(value)
+        if box is None:
+            continue
+        box = pad_box(box, array.shape, 1)
+        mask = array[box] == value
+        comp, n = components(mask, connectivity)
+        for i, sub in enumerate(ndimage.find_objects(comp), start=1):
+            sub = pad_box(sub, mask.shape, 1)
+            piece = comp[sub] == i
+            shell = ndimage.binary_dilation(piece, structure=shell_structure) & ~piece
+            around = array[box][sub][shell]
+            inside = float(np.isin(around, hosts).mean()) if around.size else 0.0
+            if inside < min_fraction:
+                out[box][sub][piece] = 0
+                dropped += 1
+    logger.info("keep_inside: removed %d components outside labels %s", dropped, hosts.tolist())
+    return finish(out)
+
+
 def fill_holes(array: np.ndarray, labels: Labels = None, mode: str = "3d", axis: int = 0,
                overwrite: bool = False, connectivity: int = 1) -> np.ndarray:
     """Fill the holes of each chosen label: regions it encloses completely.

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 PairLike = tuple["Volume | str | Path", "Volume | str | Path"]
 # voxels remembered per class and case for foreground-centred crops
 _MAX_CLASS_VOXELS = 50_000
+# smaller components are not sampled as parts of their own (see _class_parts)
+_MIN_PART_VOXELS = 8
 
 
 class TrainingDataError(MedsegError):
@@ -61,7 +63,9 @@ class Case:
         target: uint8 ``(D, H, W)`` class indices: softmax cards the output channel, sigmoid cards
             output channel + 1 (0 is background for both).
         spacing: model-space voxel size in mm (for physically isotropic rotations).
-        class_voxels: flat indices of (a sample of) each present class's voxels.
+        class_voxels: per present class, one array per connected component (of at least
+            ``_MIN_PART_VOXELS`` voxels, unless the class has no such component) with the flat
+            indices of (a sample of) its voxels; the sampler picks a component, then a voxel.
         pair: the original pair (validation runs the engine on the scan's own grid).
         scan_labels: the label volume mapped onto the card's label values, on the scan grid.
     """
@@ -70,7 +74,7 @@ class Case:
     image: np.ndarray
     target: np.ndarray
     spacing: tuple[float, ...]
-    class_voxels: dict[int, np.ndarray] = field(default_factory=dict)
+    class_voxels: dict[int, list[np.ndarray]] = field(default_factory=dict)
     pair: TrainingPair | None = None
     scan_labels: np.ndarray | None = None
 
@@ -243,18 +247,41 @@ def prepare_case(card: ModelCard, pair: TrainingPair, rng: np.random.Generator, 
 
     intensity(torch.from_numpy(image))  # in place
     target = np.ascontiguousarray(space.to_model(classes, "nearest")).astype(np.uint8)
-    flat = target.reshape(-1)
-    class_voxels = {}
-    for c in np.unique(flat).tolist():
-        if c == 0:
-            continue
-        idx = np.flatnonzero(flat == c)
-        if idx.size > _MAX_CLASS_VOXELS:
-            idx = np.sort(rng.choice(idx, _MAX_CLASS_VOXELS, replace=False))
-        class_voxels[int(c)] = idx
+    class_voxels = _class_parts(target, rng)
     if not keep_scan:
         return Case(pair.name, image, target, tuple(float(s) for s in space.spacing), class_voxels)
     return Case(pair.name, image, target, tuple(float(s) for s in space.spacing), class_voxels, pair, scan_labels)
+
+
+def _class_parts(target: np.ndarray, rng: np.random.Generator) -> dict[int, list[np.ndarray]]:
+    """Flat voxel indices of each class, split into its connected components.
+
+    Sampling a component first and then a voxel gives each lesion of a class the same share of
+    patches whatever its size: with one list per class a 40 mm metastasis holds 500 times the
+    voxels of a 5 mm one and the small ones, the hard cases, are almost never the centre.
+    Components under ``_MIN_PART_VOXELS`` (stray voxels of a hand-drawn label) are not parts of
+    their own unless the class has nothing bigger; each part keeps at most ``_MAX_CLASS_VOXELS``.
+    """
+    from scipy import ndimage
+
+    flat = target.reshape(-1)
+    parts: dict[int, list[np.ndarray]] = {}
+    for c in np.unique(flat).tolist():
+        if c == 0:
+            continue
+        comp, n = ndimage.label(target == c)
+        comp = comp.reshape(-1)
+        idx = np.flatnonzero(comp)
+        ids = comp[idx]
+        order = np.argsort(ids, kind="stable")
+        idx, ids = idx[order], ids[order]
+        bounds = np.searchsorted(ids, np.arange(1, n + 2))
+        pieces = [idx[bounds[k]:bounds[k + 1]] for k in range(n)]
+        big = [p for p in pieces if p.size >= _MIN_PART_VOXELS]
+        chosen = big or [np.concatenate(pieces)]
+        parts[int(c)] = [np.sort(rng.choice(p, _MAX_CLASS_VOXELS, replace=False)) if p.size > _MAX_CLASS_VOXELS
+                         else p for p in chosen]
+    return parts
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -276,8 +303,9 @@ class PatchSampler:
     """Random patches of the card's ROI size, centred on a class's voxel with probability ``fg_ratio``.
 
     Foreground crops pick a class uniformly among the classes present in the case (not in
-    proportion to their voxels), then a random voxel of it, so a 5 mm lesion is the centre of as
-    many patches as the liver around it. The other crops are uniform over the volume. 2D cards
+    proportion to their voxels), then one of its connected components uniformly, then a random
+    voxel of it, so a 5 mm lesion is the centre of as many patches as the liver around it and as
+    the 40 mm lesion beside it. The other crops are uniform over the volume. 2D cards
     (``slices=True``) sample one slice along model axis 0 (the card's slice axis) and a 2D crop.
     Patches that run past the volume are zero padded, as the engine pads small volumes. With
     ``context`` (2D cards' ``inference.context_slices``) the ``context`` slices on each side come
@@ -298,7 +326,8 @@ class PatchSampler:
         if case.class_voxels and self.rng.random() < self.fg_ratio:
             classes = sorted(case.class_voxels)
             c = classes[int(self.rng.integers(len(classes)))]
-            idx = case.class_voxels[c]
+            parts = case.class_voxels[c]
+            idx = parts[int(self.rng.integers(len(parts)))]
             flat = idx[int(self.rng.integers(idx.size))]
             return np.array(np.unravel_index(flat, shape))
         return np.array([int(self.rng.integers(n)) for n in shape])
