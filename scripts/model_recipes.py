@@ -78,7 +78,7 @@ RECIPES: dict[str, Recipe] = {
             "network": {"arch": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 8,
                         "kwargs": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2}},
             "preprocessing": {**_CT_PRE, "spacing": [1.5, 1.5, 2.5]},
-            "inference": {"mode": "3d", "roi_size": [96, 96, 48], "overlap": 0.25, "blend": "gaussian",
+            "inference": {"mode": "3d", "roi_size": [96, 96, 48], "overlap": 0.5, "blend": "gaussian",
                           "batch_size": 4},
             "output": {"activation": "softmax", "resample": "linear"},
             "postprocess": _CT_POST,

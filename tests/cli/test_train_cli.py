@@ -162,3 +162,15 @@ def test_train_on_real_ct_with_a_class_map(realdata, tmp_path, capsys):
         assert np.array_equal(case.scan_labels == value, seg.array == ts_value), names.name(value)
     assert set(np.unique(case.scan_labels)) == {0, 1, 2, 3, 4, 5}
     assert torch.load(tmp_path / "out.pt", weights_only=True)
+
+
+def test_class_weights_from_the_command_line(data, capsys):
+    base = ["train", "--images", str(data / "img"), "--labels", str(data / "lab"),
+            "--card", str(data / "m.yaml"), "--base", str(data / "base.yaml"), "-q"]
+    rc = main(base + ["--class-weight", "lesion3"])
+    assert rc == 2 and "--class-weight 'lesion3': expected NAME=WEIGHT" in capsys.readouterr().err
+    rc = main(base + ["--class-weight", "pancreas=2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "class weight for 'pancreas'" in err and not (data / "m.yaml").exists()
+    rc = main(base + ["--class-weight", "lesion=3", "--epochs", "1", "--iterations", "2", "--threads", "1"])
+    assert rc == 0 and (data / "m.yaml").is_file()

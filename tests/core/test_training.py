@@ -353,3 +353,30 @@ def test_a_2_5d_card_samples_neighbouring_slices_as_channels_and_trains(tmp_path
     assert loaded.inference.context_slices == 1 and loaded.network.in_channels == 3
     labels = Segmenter(loaded, net, precision="fp32").predict(cases[1].image).labels.array
     assert labels.shape == cases[1].image.spatial_shape
+
+
+def test_class_weights_weigh_a_class_in_the_loss_and_a_wrong_name_fails_before_any_work(tmp_path, cases):
+    from napari_medseg.core.training_loss import TrainingLoss, loss_weights
+
+    card = make_card()
+    assert loss_weights(card, None) is None
+    assert loss_weights(card, {"lesion": 4.0}).tolist() == [1.0, 1.0, 4.0]
+    sig = make_card(activation="sigmoid")
+    assert loss_weights(sig, {"organ": 2}).tolist() == [2.0, 1.0]
+    with pytest.raises(ModelError, match=r"class weight for 'pancreas': the card's labels are \['lesion', 'organ'\]"):
+        train(card, cases, tmp_path / "m.yaml", quick(class_weights={"pancreas": 2.0}))
+    with pytest.raises(ModelError, match="must be a positive number"):
+        loss_weights(card, {"lesion": -1})
+    assert not list(tmp_path.iterdir())
+    # a network that misses the lesion entirely costs more when the lesion weighs more
+    target = torch.zeros(1, 8, 8, 8, dtype=torch.long)
+    target[0, 2:6, 2:6, 2:6] = 1
+    target[0, 3:5, 3:5, 3:5] = 2
+    logits = torch.full((1, 3, 8, 8, 8), -4.0)
+    logits[:, 0][target == 0] = 4.0
+    logits[:, 1][target >= 1] = 4.0
+    plain, heavy = TrainingLoss(card)(logits, target), TrainingLoss(card, {"lesion": 5.0})(logits, target)
+    assert float(heavy) > float(plain) + 0.1
+    for act in (sig,):
+        out = TrainingLoss(act, {"lesion": 3.0})(torch.zeros(1, 2, 8, 8, 8), target)
+        assert torch.isfinite(out)

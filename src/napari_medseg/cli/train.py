@@ -203,6 +203,8 @@ def _run(args) -> int:
     config.unknown_labels = args.unknown_labels
     if args.patch_size:
         config.patch_size = tuple(int(v) for v in args.patch_size.split(","))
+    if args.class_weight:
+        config.class_weights = _class_weights(args.class_weight)
     printer = _Printer(args.quiet)
     result = train(card, [(str(i), str(lab)) for i, lab in pairs], args.card, config, init=init,
                    val_pairs=val_pairs, reader=read_volume, progress=printer, resume=args.resume)
@@ -213,6 +215,20 @@ def _run(args) -> int:
         print(f"{result.card_path}: {result.epochs_run} epoch(s) in {result.seconds:.0f} s on {result.device} "
               f"({result.precision}){start}{best}")
     return 0
+
+
+def _class_weights(items: list[str]) -> dict[str, float]:
+    """``["liver_lesion=3", ...]`` -> ``{"liver_lesion": 3.0}``; a malformed item is a usage error."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"--class-weight {item!r}: expected NAME=WEIGHT, e.g. liver_lesion=3")
+    return out
 
 
 def register(sub) -> None:
@@ -239,6 +255,9 @@ def register(sub) -> None:
                                                               "(default 10, 0 = never)")
     p.add_argument("--fg-ratio", type=float, default=None, help="share of patches centred on a label (default 0.67)")
     p.add_argument("--augment", type=float, default=None, help="augmentation strength, 0 = off (default 1)")
+    p.add_argument("--class-weight", action="append", default=[], metavar="NAME=WEIGHT",
+                   help="weigh a label up in the loss (repeatable), e.g. liver_lesion=3 for a lesion the "
+                        "network keeps missing")
     p.add_argument("--label-names", default=None, metavar="JSON",
                    help="label value -> name for label files without a name sidecar (e.g. TotalSegmentator's "
                         "class map); labels are then matched to the card by name")

@@ -12,11 +12,12 @@ What it does, and why:
   (:mod:`~napari_medseg.core.training_data`, the engine's ``model_space``/``IntensityTransform``),
   so training and inference cannot disagree. Labels are mapped onto the card by name or value.
 * **Sampling**: patches of the card's ROI (2D cards: slices along the card's slice axis), centred
-  on a uniformly chosen class with probability ``fg_ratio`` so small lesions are seen often.
+  with probability ``fg_ratio`` on a uniformly chosen class, then a uniformly chosen connected
+  component of it, so small lesions are seen as often as large ones.
 * **Augmentation** (:mod:`~napari_medseg.core.augment`): rotations, scaling, intensity, noise, blur;
   never left-right flips (``kidney_left`` would become ``kidney_right``).
-* **Loss**: Dice + cross-entropy (``monai.losses.DiceCELoss``) for softmax cards; Dice + binary
-  cross-entropy per channel for sigmoid cards. AdamW, linear warm-up then cosine decay per
+* **Loss** (:mod:`~napari_medseg.core.training_loss`): Dice + cross-entropy for softmax cards; Dice +
+  binary cross-entropy per channel for sigmoid cards; ``class_weights`` weigh a class up. AdamW, linear warm-up then cosine decay per
   iteration, gradient-norm clipping.
 * **Validation** after every epoch runs the real engine (:class:`~napari_medseg.core.inference.Segmenter`)
   on each validation scan in its own scan space and scores it against its labels with
@@ -56,7 +57,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ from napari_medseg.core.inference import Segmenter, cpu_has_bf16, resolve_device
 from napari_medseg.core.metrics import dice
 from napari_medseg.core.models import save_card, validate_card
 from napari_medseg.core.networks import build_network, load_weights
+from napari_medseg.core.training_config import TrainConfig, TrainProgress, TrainResult
 from napari_medseg.core.training_data import (
     Case,
     PairLike,
@@ -81,147 +82,16 @@ from napari_medseg.core.training_data import (
     prepare_case,
     slice_axis_of,
 )
+from napari_medseg.core.training_loss import TrainingLoss, loss_weights
 from napari_medseg.core.volume import Volume
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainProgress", "TrainResult", "TrainingPair", "TrainingDataError", "train",
            "checkpoint_path", "weights_path_for",
-           "validate", "resolve_training_precision"]
+           "validate", "resolve_training_precision", "loss_weights"]
 
 _CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class TrainConfig:
-    """How to train. Defaults suit a CPU; every field has a CLI flag or a sensible default.
-
-    Attributes:
-        epochs: maximum number of epochs.
-        iterations: training iterations (batches) per epoch.
-        batch_size: patches per iteration.
-        patch_size: patch size in model voxels (2 values for 2D cards); default the card's roi_size.
-        lr, weight_decay: AdamW settings; the learning rate warms up linearly over
-            ``warmup_iterations`` and then follows a cosine decay to ``lr * min_lr_ratio``.
-        val_fraction: share of the pairs held out for validation (at least one when > 0 and there
-            are two or more pairs); ignored when explicit ``val_pairs`` are given to :func:`train`.
-        patience: epochs without a better validation Dice before stopping early (0: never).
-        seed: seeds the split, the sampler, the augmentation and the network's initial weights.
-        device: ``cpu`` or ``cuda`` (``cuda:1``); an unavailable device falls back to the CPU.
-        precision: ``auto`` (bf16 autocast on CPUs with native bf16 and on CUDA when supported,
-            else fp32), ``fp32``, ``bf16`` or ``fp16`` (CUDA only, with a gradient scaler).
-        fg_ratio: probability that a patch is centred on a foreground class.
-        augment: augmentation strength (0 = none, 1 = default ranges).
-        flip_axes: model axes (of the patch) along which random flips are safe; none by default,
-            never the left-right axis for cards with left/right labels.
-        checkpoint: checkpoint file; default ``<card stem>.ckpt.pt`` beside the output card.
-        grad_clip: gradient-norm clip (None: off).
-        threads: ``torch.set_num_threads`` for the run (None: torch's default, one per core). On a
-            CPU that other processes keep busy, 1 thread can be several times faster (a warning
-            says so when the load average is high).
-        val_postprocess: apply the card's post-processing when validating (off: the network
-            alone is judged, which is what training changes).
-        validate_first: score the starting network before the first epoch (``initial_dice``).
-        val_every: validate every this many epochs (and after the last); ``patience`` still
-            counts epochs. Validation runs the engine on whole scans, which on big scans can cost
-            more than an epoch of patches.
-        label_names: value -> name for label volumes without names of their own (another tool's
-            class list); their labels are then mapped onto the card by name.
-        unknown_labels: ``error`` (default) or ``background``: what a label the card does not
-            have becomes (``background`` for label maps with more classes than the card).
-    """
-
-    epochs: int = 50
-    iterations: int = 100
-    batch_size: int = 2
-    patch_size: tuple[int, ...] | None = None
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_iterations: int = 50
-    min_lr_ratio: float = 0.02
-    val_fraction: float = 0.2
-    patience: int = 10
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "auto"
-    fg_ratio: float = 0.67
-    augment: float = 1.0
-    flip_axes: tuple[int, ...] = ()
-    checkpoint: str | None = None
-    grad_clip: float | None = 1.0
-    threads: int | None = None
-    val_postprocess: bool = False
-    validate_first: bool = True
-    val_every: int = 1
-    label_names: dict[int, str] | None = None
-    unknown_labels: str = "error"
-
-
-@dataclass
-class TrainProgress:
-    """What the ``progress`` callback receives.
-
-    Attributes:
-        phase: ``prepare`` (reading cases), ``train`` (after an iteration), ``validate`` (after a
-            validation case), ``epoch`` (an epoch finished: loss and validation Dice are set),
-            ``done``.
-        epoch: 1-based epoch (0 before the first); ``epochs`` the maximum.
-        iteration / iterations: within the epoch.
-        loss: mean training loss of the epoch so far.
-        val_dice: mean validation Dice of the epoch (``epoch`` phase), else None.
-        val_per_label: label name -> Dice.
-        best_dice / best_epoch: the best so far.
-        eta_s: estimated seconds left for all remaining epochs (early stop may end sooner).
-        message: a human-readable line.
-    """
-
-    phase: str
-    epoch: int
-    epochs: int
-    iteration: int = 0
-    iterations: int = 0
-    loss: float | None = None
-    val_dice: float | None = None
-    val_per_label: dict[str, float] = field(default_factory=dict)
-    best_dice: float | None = None
-    best_epoch: int | None = None
-    eta_s: float | None = None
-    message: str = ""
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    Attributes:
-        card_path / weights_path: the written files (None when stopped).
-        card: the trained card (None when stopped).
-        best_dice / best_epoch: best mean validation Dice and its epoch (None without validation).
-        initial_dice: mean validation Dice of the starting network (``validate_first``).
-        epochs_run: epochs completed, counting resumed ones.
-        stopped: True when ``should_stop`` ended the run (nothing written but the checkpoint).
-        early_stopped: True when ``patience`` ended the run.
-        history: one dict per epoch (epoch, loss, val_dice, val_per_label (label value -> Dice), lr,
-            seconds, train_seconds, seconds_per_iteration).
-        checkpoint_path: the checkpoint file.
-        seconds: wall time of this call.
-        precision, device: what the run used.
-    """
-
-    card_path: Path | None
-    weights_path: Path | None
-    card: ModelCard | None
-    best_dice: float | None
-    best_epoch: int | None
-    initial_dice: float | None
-    epochs_run: int
-    stopped: bool
-    early_stopped: bool
-    history: list[dict[str, Any]]
-    checkpoint_path: Path
-    seconds: float
-    precision: str
-    device: str
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -305,29 +175,6 @@ def _split(pairs: list[TrainingPair], fraction: float, rng: np.random.Generator)
     order = rng.permutation(n)
     val = sorted(order[:n_val].tolist())
     return [pairs[i] for i in range(n) if i not in val], [pairs[i] for i in val]
-
-
-class _Loss:
-    """Dice + cross-entropy on class-index targets, softmax or sigmoid like the card's output."""
-
-    def __init__(self, card: ModelCard):
-        from monai.losses import DiceCELoss, DiceLoss
-
-        self.sigmoid = card.output.activation == "sigmoid"
-        self.n = int(card.network.out_channels)
-        if self.sigmoid:
-            self.dice = DiceLoss(sigmoid=True)
-            self.bce = torch.nn.BCEWithLogitsLoss()
-        else:
-            self.dicece = DiceCELoss(to_onehot_y=True, softmax=True)
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        if self.sigmoid:
-            onehot = torch.nn.functional.one_hot(target.long(), self.n + 1)[..., 1:]
-            onehot = onehot.movedim(-1, 1).float()
-            return self.dice(logits, onehot) + self.bce(logits, onehot)
-        return self.dicece(logits, target.unsqueeze(1).long())
 
 
 def _state_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -439,6 +286,7 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
     patch = _patch_size(card, config, slices)
     ckpt_path = checkpoint_path(out_card, config)
     weights_out = weights_path_for(out_card)
+    loss_weights(card, config.class_weights)  # a wrong label name fails before the data is read
 
     # -- data ------------------------------------------------------------------------------
     def emit(event: TrainProgress) -> None:
@@ -482,7 +330,7 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
     net = net.to(device).to(memory_format=memory_format)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
-    loss_fn = _Loss(card)
+    loss_fn = TrainingLoss(card, config.class_weights)
     aug_cfg = AugmentConfig(strength=float(config.augment), flip_axes=tuple(config.flip_axes))
     gen = torch.Generator().manual_seed(config.seed + 1)
     sampler_rng = np.random.default_rng(config.seed + 2)
