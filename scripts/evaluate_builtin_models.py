@@ -60,7 +60,7 @@ def evaluate_phantoms(name: str, n: int, precision: str, progress=print, seed0: 
     values = {card.labels.name(v): v for v in card.labels.values()}
     per_label: dict[str, list[float]] = {k: [] for k in values}
     det = {lab: {"n_ref": 0, "found": 0, "n_pred": 0, "true_pred": 0} for lab in recipe.lesion_labels}
-    seconds = []
+    seconds, rows = [], []
     for i in range(n):
         seed = seed0 + i
         ph = make_phantom(recipe.kind, seed)
@@ -69,10 +69,13 @@ def evaluate_phantoms(name: str, n: int, precision: str, progress=print, seed0: 
         seconds.append(time.perf_counter() - t0)
         ref = ph.labels.array
         sp = _spacing(ph.image)
+        row = {"seed": seed, "dice": {}}
         for lab, v in values.items():
             d = _label_dice(pred, ref, v)
             if d is not None and (lab not in recipe.lesion_labels or (ref == v).any()):
                 per_label[lab].append(d)
+                row["dice"][lab] = d
+        rows.append(row)
         for lab in recipe.lesion_labels:
             ld = lesion_detection(pred, ref, sp, label=values[lab], min_diameter_mm=10.0)
             for k in det[lab]:
@@ -82,7 +85,7 @@ def evaluate_phantoms(name: str, n: int, precision: str, progress=print, seed0: 
     out = {"model": name, "n_phantoms": n, "seeds": [seed0, seed0 + n - 1], "precision": seg.precision,
            "seconds_per_scan": float(np.median(seconds)),
            "dice": {k: (float(np.mean(v)) if v else math.nan) for k, v in per_label.items()},
-           "dice_n": {k: len(v) for k, v in per_label.items()}}
+           "dice_n": {k: len(v) for k, v in per_label.items()}, "per_phantom": rows}
     organs = [k for k in per_label if k not in recipe.lesion_labels]
     out["mean_organ_dice"] = float(np.mean([out["dice"][k] for k in organs]))
     out["lesions"] = {}
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if RECIPES[name].kind == "ct-abdomen":
             res["real_ct"] = evaluate_real_ct(name, args.precision)
         results.append(res)
-        print(json.dumps(res, indent=1), flush=True)
+        print(json.dumps({k: v for k, v in res.items() if k != "per_phantom"}, indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print("\n| model | label | Dice (phantoms) | Dice (real CT: " + ", ".join(c[0] for c in REAL_CASES) + ") |")

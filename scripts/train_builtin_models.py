@@ -3,10 +3,12 @@
     .venv/bin/python scripts/train_builtin_models.py ct-abdomen-3d [--out src/napari_medseg/models]
     .venv/bin/python scripts/train_builtin_models.py ct-abdomen-3d --stage 2   # fine-tune stage only
 
-A recipe has one or two stages: stage 1 trains from random weights; stage 2 (the recipe's
+A recipe has one to three stages: stage 1 trains from random weights; stage 2 (the recipe's
 ``finetune``) trains the same phantoms again from stage 1's best weights with a fresh, lower
-learning-rate schedule. ``--stage 2`` runs stage 2 alone from the stage-1 weights left in
-``WORK/<name>/card.pt`` by an earlier stage-1 run.
+learning-rate schedule; stage 3 (``lesion_stage``) trains from stage 2's best weights on those
+phantoms plus lesion-rich ones, with the lesion class weighed up. ``--stage 2`` / ``--stage 3``
+run one stage alone from the weights an earlier run left in ``WORK/<name>/card.pt`` (stage 1) or
+``WORK/<name>/finetune/card.pt`` (stage 2).
 
 Phantoms are generated from the seeds in ``model_recipes.py`` with the random geometry a user's scan
 would have (spacing, orientation, field of view), then go through the card's own preprocessing
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_recipes import RECIPES, TRAIN_SEED0, VAL_SEED0, make_phantom  # noqa: E402
+from model_recipes import LESION_SEED0, RECIPES, TRAIN_SEED0, VAL_SEED0, make_phantom  # noqa: E402
 
 from napari_medseg.core.models import card_from_dict, load_card, save_card  # noqa: E402
 from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa: E402
@@ -37,10 +39,10 @@ from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _pairs(kind: str, seeds: range) -> list[TrainingPair]:
+def _pairs(kind: str, seeds: range, **kwargs) -> list[TrainingPair]:
     pairs = []
     for s in seeds:
-        p = make_phantom(kind, s)
+        p = make_phantom(kind, s, **kwargs)
         pairs.append(TrainingPair(p.image, p.labels, f"{kind} seed {s}"))
     return pairs
 
@@ -49,7 +51,10 @@ def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
     """The card's ``trained_on`` for a two-stage recipe (``train`` only knows its own stage)."""
     parts = []
     for r in records:
-        start = "from random weights" if r["stage"] == "1" else "from stage 1's best weights"
+        start = {"1": "from random weights", "2": "from stage 1's best weights"}.get(
+            r["stage"], f"from stage {int(r['stage']) - 1}'s best weights")
+        if r.get("extra"):
+            start += f", {r['extra']}"
         stop = ", early stop" if r.get("early_stopped") else ""
         parts.append(f"stage {r['stage']}: {r['epochs_run']} epochs {start}{stop}, best validation Dice "
                      f"{r['best_val_dice']:.4f} at epoch {r['best_epoch']}")
@@ -68,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--stage", choices=("all", "1", "2"), default="all",
-                    help="run both stages (default), stage 1 only, or stage 2 from WORK/<name>/card.pt")
+    ap.add_argument("--stage", choices=("all", "1", "2", "3"), default="all",
+                    help="run every stage of the recipe (default), or one stage from the weights of the one "
+                         "before it in WORK/<name>/")
     args = ap.parse_args(argv)
 
     recipe = RECIPES[args.model]
@@ -124,6 +130,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{recipe.name}: stage 2 stopped before the end; nothing installed", flush=True)
             return 1
         stages.append(("2", ft_settings, result))
+    if args.stage in ("all", "3") and recipe.lesion_stage:
+        ls = dict(recipe.lesion_stage)
+        n_extra, n_lesions, n_val3 = ls.pop("extra_phantoms", 0), ls.pop("extra_lesions", 5), ls.pop("n_val", recipe.n_val)
+        init = work / "finetune" / "card.pt"
+        if not init.is_file():
+            print(f"{recipe.name}: stage 3 needs the stage-2 weights {init}; run stage 2 first", flush=True)
+            return 1
+        lesion_dir = work / "lesions"
+        lesion_dir.mkdir(exist_ok=True)
+        kw = {"lesions": n_lesions} if recipe.kind == "ct-abdomen" else {"tumour": True}
+        extra = _pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra), **kw)
+        val3 = _pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val3))
+        ls_settings = {**recipe.train, **ls}
+        ls_config = TrainConfig(**{**ls_settings, "seed": 2, "checkpoint": str(lesion_dir / "ckpt.pt")})
+        print(f"{recipe.name}: stage 3 from {init}, {len(extra)} lesion-rich phantoms, {len(val3)} for validation",
+              flush=True)
+        result = train(card, train_pairs + extra, lesion_dir / "card.yaml", ls_config, val_pairs=val3,
+                       init=str(init), progress=progress, resume=args.resume)
+        if result.stopped or result.card_path is None:
+            print(f"{recipe.name}: stage 3 stopped before the end; nothing installed", flush=True)
+            return 1
+        stages.append(("3", {**ls_settings, **{k: recipe.lesion_stage[k] for k in ("extra_phantoms", "extra_lesions",
+                                                                               "n_val") if k in recipe.lesion_stage}},
+                       result))
     if not stages:
         print(f"{recipe.name}: the recipe has no stage {args.stage}", flush=True)
         return 1
@@ -133,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     dest = args.out / recipe.name
     dest.mkdir(parents=True, exist_ok=True)
     earlier = {}
-    if stages[0][0] == "2" and (dest / "training.json").is_file():  # stage 1 ran before: keep its record
+    records = []
+    if stages[0][0] != "1" and (dest / "training.json").is_file():  # earlier stages ran before: keep them
         earlier = json.loads((dest / "training.json").read_text())
-        earlier = {"stage": "1", **earlier.get("stages", [earlier])[0]}
-    records = [earlier] if earlier else []
+        earlier = earlier.get("stages", [{"stage": "1", **earlier}])
+        records = [r for r in earlier if int(r["stage"]) < int(stages[0][0])]
     for stage, settings, res in stages:
-        records.append({"stage": stage, "config": settings, "train_seconds": round(res.seconds),
+        lesion_extra = (f"plus {settings['extra_phantoms']} phantoms with {settings['extra_lesions']} lesions each "
+                        f"(seeds {LESION_SEED0}-{LESION_SEED0 + settings['extra_phantoms'] - 1}), validated on "
+                        f"{settings['n_val']}, loss weights {settings.get('class_weights')}") if stage == "3" else ""
+        records.append({"stage": stage, "config": settings, "extra": lesion_extra, "train_seconds": round(res.seconds),
                         "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
                         "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
                         "history": res.history})
