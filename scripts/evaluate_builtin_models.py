@@ -80,8 +80,8 @@ def evaluate_phantoms(name: str, n: int, precision: str, progress=print, seed0: 
             ld = lesion_detection(pred, ref, sp, label=values[lab], min_diameter_mm=10.0)
             for k in det[lab]:
                 det[lab][k] += getattr(ld, k)
-        progress(f"  {name} seed {seed}: " + " ".join(
-            f"{k}={per_label[k][-1]:.3f}" for k in per_label if per_label[k]) + f" ({seconds[-1]:.1f} s)")
+        progress(f"  {name} seed {seed}: " + " ".join(f"{k}={d:.3f}" for k, d in row["dice"].items())
+                 + f" ({seconds[-1]:.1f} s)")
     out = {"model": name, "n_phantoms": n, "seeds": [seed0, seed0 + n - 1], "precision": seg.precision,
            "seconds_per_scan": float(np.median(seconds)),
            "dice": {k: (float(np.mean(v)) if v else math.nan) for k, v in per_label.items()},
