@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "src" / "napari_medseg" / "models")
     ap.add_argument("--work", type=Path, default=REPO / ".train", help="checkpoints and intermediate cards")
     ap.add_argument("--n-train", type=int, help="override the recipe's number of training phantoms")
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--iterations", type=int)
+    ap.add_argument("--epochs", type=int, help="override the epochs of every stage (a quick trial)")
+    ap.add_argument("--iterations", type=int, help="override the iterations per epoch of every stage")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--stage", choices=("all", "1", "2", "3"), default="all",
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         ft_dir = work / "finetune"
         ft_dir.mkdir(exist_ok=True)
-        ft_settings = {**recipe.train, **recipe.finetune}
+        ft_settings = {**recipe.train, **recipe.finetune, **overrides}
         ft_config = TrainConfig(**{**ft_settings, "seed": 1, "checkpoint": str(ft_dir / "ckpt.pt")})
         print(f"{recipe.name}: stage 2 from {init}", flush=True)
         result = train(card, train_pairs, ft_dir / "card.yaml", ft_config, val_pairs=val_pairs, init=str(init),
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         kw = {"lesions": n_lesions} if recipe.kind == "ct-abdomen" else {"tumour": True}
         extra = _pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra), **kw)
         val3 = _pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val3))
-        ls_settings = {**recipe.train, **ls}
+        ls_settings = {**recipe.train, **ls, **overrides}
         ls_config = TrainConfig(**{**ls_settings, "seed": 2, "checkpoint": str(lesion_dir / "ckpt.pt")})
         print(f"{recipe.name}: stage 3 from {init}, {len(extra)} lesion-rich phantoms, {len(val3)} for validation",
               flush=True)
