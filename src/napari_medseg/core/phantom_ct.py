@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.phantom_common import (
@@ -13,13 +12,41 @@ from napari_medseg.core.phantom_common import (
     SmoothField,
     capsule,
     fit_grid,
-    gaussian_noise_factor,
     paint,
     rotation,
     storage_orientation,
     streams,
     superellipse,
     tube,
+)
+from napari_medseg.core.phantom_ct_structures import liver_lesions, ribs, vessel_tree
+from napari_medseg.core.phantom_ct_tissues import (
+    AORTA,
+    BOWEL,
+    CAVITY,
+    CAVITY_FAT,
+    CORTEX,
+    CYST_L,
+    CYST_R,
+    DISC,
+    CANAL,
+    FAT,
+    FLUID,
+    GALLBLADDER,
+    GAS,
+    HEART,
+    IVC,
+    KIDNEY_L,
+    KIDNEY_R,
+    LABEL_OF,
+    LIVER,
+    LUNG,
+    MARROW,
+    MUSCLE,
+    PANCREAS,
+    SKIN,
+    SPLEEN,
+    render,
 )
 
 CT_LABELS = LabelTable(
@@ -29,87 +56,8 @@ CT_LABELS = LabelTable(
             5: (224, 97, 76), 6: (241, 214, 145), 7: (255, 255, 0)},
 )
 
-# Tissue classes of the drawing (more than the labels: fat, bowel, ribs... are context only).
-AIR, SKIN, FAT, MUSCLE, CAVITY_FAT, BOWEL, GAS, LUNG, HEART, FLUID = range(10)
-LIVER, SPLEEN, KIDNEY_L, KIDNEY_R, CYST_L, CYST_R, AORTA, IVC = range(10, 18)
-CORTEX, MARROW, DISC, CANAL, RIB, GALLBLADDER, VESSEL, PANCREAS = range(18, 26)
-LESION0 = 30  # lesion k is tissue LESION0 + k
-MAX_LESIONS = 5
-_N_TISSUES = LESION0 + MAX_LESIONS
-
-_LABEL_OF = np.zeros(_N_TISSUES, dtype=np.uint8)
-_LABEL_OF[[LIVER, VESSEL, SPLEEN, KIDNEY_L, KIDNEY_R, CYST_L, CYST_R, AORTA, CORTEX, MARROW]] = (
-    [1, 1, 2, 3, 4, 3, 4, 5, 6, 6])  # vessels inside the liver belong to the liver
-_LABEL_OF[LESION0:LESION0 + MAX_LESIONS] = 7
-_CAVITY = (CAVITY_FAT, BOWEL, GAS, LUNG)  # what organs may be painted over
-
 #: slice thicknesses drawn when the spacing is left to the seed (mm)
 SLICE_THICKNESSES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
-
-
-#: contrast phases drawn per scan, with their probabilities
-PHASES = {"unenhanced": 0.35, "portal_venous": 0.5, "arterial": 0.15}
-
-
-def _hu_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-tissue mean HU, texture amplitude and contrast phase for one scan.
-
-    Domain randomisation: the phase (unenhanced, portal venous, arterial) and every tissue value
-    within its realistic range for that phase are drawn, so a network has to use shape and
-    context rather than one number per organ, and meets both plain and contrast CT (the real
-    TotalSegmentator example is unenhanced: aorta and kidneys near 15-45 HU).
-    """
-    u = rng.uniform
-    phase = str(rng.choice(list(PHASES), p=list(PHASES.values())))
-    hu = np.zeros(_N_TISSUES, dtype=np.float32)
-    tex = np.zeros(_N_TISSUES, dtype=np.float32)
-    hu[AIR] = -1000
-    hu[SKIN] = u(10, 60)
-    hu[FAT] = u(-120, -80)
-    hu[MUSCLE] = u(35, 65)
-    hu[CAVITY_FAT] = hu[FAT] + u(-5, 25)
-    hu[GAS] = u(-1000, -950)
-    hu[LUNG] = u(-900, -780)
-    hu[FLUID] = u(0, 35)
-    hu[[CYST_L, CYST_R]] = u(-5, 20)
-    hu[CORTEX] = u(450, 1000)
-    hu[MARROW] = u(120, 300)
-    hu[DISC] = u(60, 110)
-    hu[CANAL] = u(0, 30)
-    hu[RIB] = u(350, 800)
-    hu[GALLBLADDER] = u(-5, 20)
-    if phase == "unenhanced":
-        liver = u(40, 70)
-        hu[SPLEEN] = max(liver - u(0, 15), 30)
-        hu[[KIDNEY_L, KIDNEY_R]] = u(20, 40)
-        hu[AORTA], hu[IVC], hu[HEART] = u(30, 55), u(30, 55), u(30, 55)
-        hu[VESSEL] = liver - u(8, 25)  # unenhanced vessels are darker than liver
-        hu[PANCREAS], hu[BOWEL] = u(20, 50), u(5, 45)
-    elif phase == "portal_venous":
-        liver = u(60, 115)
-        hu[SPLEEN] = liver + u(-10, 20)
-        hu[[KIDNEY_L, KIDNEY_R]] = u(120, 220)
-        hu[AORTA], hu[IVC], hu[HEART] = u(120, 220), u(90, 180), u(100, 200)
-        hu[VESSEL] = liver + u(30, 90)
-        hu[PANCREAS], hu[BOWEL] = u(70, 120), u(15, 70)
-    else:  # arterial
-        liver = u(50, 85)
-        hu[SPLEEN] = u(80, 160)
-        tex[SPLEEN] = u(10, 25)  # arciform, heterogeneous
-        hu[[KIDNEY_L, KIDNEY_R]] = u(150, 260)
-        hu[AORTA], hu[IVC], hu[HEART] = u(220, 400), u(40, 80), u(150, 350)
-        hu[VESSEL] = liver + u(-10, 40)
-        hu[PANCREAS], hu[BOWEL] = u(90, 140), u(15, 70)
-    hu[LIVER] = liver
-    tex[PANCREAS] = u(6, 15)
-    tex[[FAT, CAVITY_FAT]] = u(3, 10)
-    tex[[MUSCLE, LIVER]] = u(2, 6)
-    tex[SPLEEN] = max(tex[SPLEEN], u(2, 6))
-    tex[BOWEL] = u(8, 20)
-    tex[LUNG] = u(15, 40)
-    tex[MARROW] = u(20, 50)
-    tex[[KIDNEY_L, KIDNEY_R]] = u(5, 15)
-    return hu, tex, phase
 
 
 def _geometry(rng, shape, spacing, extent_z: float):
@@ -225,7 +173,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     # paraspinal and psoas muscles
     for side in (-1, 1):
         tube(grid, tissue, MUSCLE, y_c + 14, side * u(30, 38), u(26, 34), u(22, 30),
-              only=_CAVITY + (MUSCLE,))
+              only=CAVITY + (MUSCLE,))
         tube(grid, tissue, MUSCLE, y_vb + 4, side * (r_vb_lr + 14),
               lambda zz: np.clip((zz - 100 * k) / 90, 0.1, 1) * 20,
               lambda zz: np.clip((zz - 100 * k) / 90, 0.1, 1) * 18, z_range=(100 * k, 1e4))
@@ -242,7 +190,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
         paint(tissue, lung_box, zz < dome, LUNG, only=(CAVITY_FAT, BOWEL, GAS))
     heart = Blob((-50, -0.35 * b_ant_c, 15), (50, 55, 65), deform=0.08).attach(fr)
     if (m := heart.mask(grid)) is not None:
-        paint(tissue, *m, HEART, only=_CAVITY)
+        paint(tissue, *m, HEART, only=CAVITY)
 
     # stomach (wall, fluid, gas cap), left upper quadrant
     st_c = (45 * k + u(-10, 10), -0.25 * b_ant_c, 0.45 * a_c)
@@ -250,7 +198,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     stomach = Blob(st_c, st_r, rotation(u(-20, 20)), deform=0.12).attach(fr)
     inner = Blob(st_c, tuple(r - 4 for r in st_r), stomach.rot, 0.12, field=stomach.field)
     if (m := stomach.mask(grid)) is not None:
-        paint(tissue, *m, BOWEL, only=_CAVITY)
+        paint(tissue, *m, BOWEL, only=CAVITY)
         box, mi = inner.mask(grid) or (None, None)
         if box is not None:
             level_y = st_c[1] - u(0, 0.6) * st_r[1]
@@ -269,7 +217,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
                       feature=1.2).attach(fr)
         kidneys.append((kidney, kid, cyst))
         if (m := kidney.mask(grid)) is not None:
-            paint(tissue, *m, kid, only=_CAVITY)
+            paint(tissue, *m, kid, only=CAVITY)
         sinus = Blob((centre[0], centre[1] - 6, cx - side * 12),
                      (kidney.radii[0] * 0.5, kidney.radii[1] * 0.35, kidney.radii[2] * 0.45),
                      rot).attach(fr)
@@ -286,20 +234,20 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
                 rotation(u(-15, 15), u(-10, 10), u(-5, 15)), deform=0.12).attach(fr)
     for lobe in (right, left):
         if (m := lobe.mask(grid)) is not None:
-            paint(tissue, *m, LIVER, only=_CAVITY + (HEART, FLUID))
+            paint(tissue, *m, LIVER, only=CAVITY + (HEART, FLUID))
 
     gb = Blob((right.centre[0] + 0.55 * right.radii[0], -0.45 * b_ant_c, -0.3 * a_c),
               (u(25, 40) * k, u(11, 17), u(11, 17)), rotation(u(-30, 30), u(-20, 20)),
               deform=0.08).attach(fr)
     if an.uniform() < 0.75 and (m := gb.mask(grid)) is not None:
-        paint(tissue, *m, GALLBLADDER, only=_CAVITY + (LIVER,))
+        paint(tissue, *m, GALLBLADDER, only=CAVITY + (LIVER,))
 
     # spleen, posterolateral left
     spleen = Blob((u(55, 80) * k, 0.3 * b_post_c - 5, a_c - u(25, 36)),
                   (u(50, 65) * k, u(48, 62) * k, u(20, 28) * k),
                   rotation(u(-45, -20), u(-10, 10)), deform=0.12).attach(fr)
     if (m := spleen.mask(grid)) is not None:
-        paint(tissue, *m, SPLEEN, only=_CAVITY + (HEART,))
+        paint(tissue, *m, SPLEEN, only=CAVITY + (HEART,))
 
     # great vessels
     ao_x, ao_r, ao_ph = u(10, 22), u(9, 14), u(0, 6.3)
@@ -337,14 +285,14 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     tube(grid, tissue, CORTEX, y_c - 2, 0, 5, r_vb_lr + u(18, 26), z_keep=arch_level)
     tube(grid, tissue, CANAL, y_c, 0, r_canal, r_canal + 1)
 
-    _ribs(grid, tissue, an, section[3], a_c, b_post_c, k)
+    ribs(grid, tissue, an, section[3], a_c, b_post_c, k)
 
     # liver lesions, then hepatic vessels in the liver around them
-    lesion_list = _liver_lesions(grid, tissue, rs["lesions"], (right, left), lesions)
+    lesion_list = liver_lesions(grid, tissue, rs["lesions"], (right, left), lesions)
     hilum = (right.centre[0] + 0.25 * right.radii[0], right.centre[1] + 0.1 * right.radii[1],
              right.centre[2] + 0.45 * right.radii[2])
     confluence = (u(5, 20) * k, ivc_y, ivc_x)  # hepatic veins join the IVC at the top
-    _vessel_tree(grid, tissue, np.random.default_rng([int(seed), 98]), (hilum, confluence))
+    vessel_tree(grid, tissue, np.random.default_rng([int(seed), 98]), (hilum, confluence))
     # kidney cysts
     lr = np.random.default_rng([int(seed), 99])  # cysts: own stream, same at any spacing
     cysts = 0
@@ -357,28 +305,10 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
                 cysts += int(paint(tissue, *m, cyst, only=(kid,)).any())
 
     # --- intensities, texture, blur, noise
-    ir = rs["intensity"]
-    hu, tex, phase = _hu_values(ir)
-    for i, les in enumerate(lesion_list):
-        hu[LESION0 + i] = hu[LIVER] + les["contrast_hu"]
-        tex[LESION0 + i] = ir.uniform(0, 6)
-    img = hu[tissue]
-    texture = SmoothField(fr, (-60, -b_ant - 10, -a - 10), (300, b_post + 10, a + 10),
-                          u(5, 9)).at(*grid.axes)
-    texture *= tex[tissue]
-    img += texture
-    del texture
-    noise_sd = ir.uniform(6, 18)
-    psf_mm = ir.uniform(0.4, 0.8)
-    sigma = np.array([0.35, psf_mm / spacing[1], psf_mm / spacing[2]])
-    sigma[1:] = np.maximum(sigma[1:], 0.3)
-    pre = noise_sd / gaussian_noise_factor(sigma, truncate=3.0)
-    img += rs["noise"].standard_normal(shape, dtype=np.float32) * np.float32(pre)
-    img = ndimage.gaussian_filter(img, sigma, truncate=3.0)
-    np.clip(img, -1024, 3071, out=img)
-    image = np.rint(img).astype(np.int16)
-    del img
-    labels = _LABEL_OF[tissue]
+    texture_box = ((-60, -b_ant - 10, -a - 10), (300, b_post + 10, a + 10))
+    image, hu, phase, noise_sd = render(tissue, grid, lesion_list, rs["intensity"], fr, rs["noise"],
+                                        texture_box, u(5, 9))
+    labels = LABEL_OF[tissue]
 
     meta = {"Modality": "CT", "SeriesDescription": f"abdomen CT phantom, seed {seed}",
             "storage_orientation": orient}
@@ -391,112 +321,3 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
                    lesions=lesion_list, facts=facts)
 
 
-def _vessel_tree(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, roots) -> None:
-    """Portal and hepatic vessels: branching, tapering random walks of capsules from each root,
-    painted only over liver (they are part of the liver label, bright in the portal venous phase).
-    They are tubular look-alikes that a lesion model must learn to leave alone."""
-    def branch(start, direction, radius, length, depth):
-        point = np.asarray(start, dtype=float)
-        steps = max(int(length / 8.0), 1)
-        for i in range(steps):
-            direction = direction + rng.normal(0, 0.25, 3)
-            direction /= np.linalg.norm(direction)
-            end = point + 8.0 * direction
-            r_end = max(radius * (1 - 0.5 * (i + 1) / steps), 1.2)
-            if (m := capsule(grid, point, end, radius, r_end)) is not None:
-                paint(tissue, *m, VESSEL, only=(LIVER,))
-            point, radius = end, r_end
-            if depth and rng.uniform() < 0.3:
-                side = np.cross(direction, rng.normal(size=3))
-                branch(point, side / (np.linalg.norm(side) + 1e-9) + direction, radius * 0.7,
-                       length * 0.5, depth - 1)
-
-    for root in roots:
-        for _ in range(int(rng.integers(3, 6))):
-            direction = rng.normal(size=3)
-            direction[2] = -abs(direction[2]) - 0.3  # towards the right lobe
-            direction /= np.linalg.norm(direction)
-            branch(root, direction, rng.uniform(4, 7), rng.uniform(50, 100), 2)
-
-
-def _ribs(grid: Grid, tissue: np.ndarray, rng, cavity_r: np.ndarray, a_c: float, b_post_c: float,
-          k: float) -> None:
-    """Ribs (unlabelled bone) just outside the cavity of the upper slices, descending anteriorly.
-
-    Each rib is a band of the in-plane ring around the cavity at a height that changes with the
-    angle around the body, so consecutive slices cut it as a short bony arc, as on real CT.
-    """
-    y2, x2 = grid.axes[1][:, None], grid.axes[2][None, :]
-    ring = (cavity_r > 1.0) & (cavity_r < 1.0 + 7.0 / max(a_c, 1.0))
-    theta = np.arctan2(np.abs(x2), -y2)  # 0 anterior, pi posterior, per side
-    ring &= (theta > 0.7) & (theta < 2.6)
-    iy, ix = np.nonzero(ring)
-    if iy.size == 0:
-        return
-    th = theta[iy, ix]
-    spacing_z = rng.uniform(22, 28) * k
-    first = rng.uniform(-30, 0)
-    for i in range(7):
-        z_rib = first + i * spacing_z + (2.6 - th) * 40.0 * k  # lower anteriorly
-        if np.all(z_rib > 120 * k):
-            break
-        lo = np.ceil((z_rib - 5 - grid.origin[0]) / grid.spacing[0]).astype(int)
-        hi = np.floor((z_rib + 5 - grid.origin[0]) / grid.spacing[0]).astype(int)
-        for dz in range(int(np.max(hi - lo)) + 1):
-            zi = lo + dz
-            ok = (zi <= hi) & (zi >= 0) & (zi < grid.shape[0])
-            sel = (zi[ok], iy[ok], ix[ok])
-            cur = tissue[sel]
-            tissue[sel] = np.where(np.isin(cur, (MUSCLE, CAVITY_FAT, FAT, LUNG)), RIB, cur)
-
-
-def _liver_lesions(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, lobes,
-                   count: int | None) -> list[dict]:
-    """Place 0-5 non-touching lesions inside the liver; returns their facts.
-
-    Sizes, kinds and contrasts are drawn first and each lesion's position from its own stream, in
-    world mm (not from the voxel list), so the same seed gives the same lesions at any spacing
-    (a position may differ only where a coarse grid rejects a candidate a fine one accepts). A
-    candidate is kept when the liver holds at least 85% of its sphere and it stays 3 mm away
-    from earlier lesions.
-    """
-    n = int(rng.integers(0, MAX_LESIONS + 1)) if count is None else int(count)
-    if not 0 <= n <= MAX_LESIONS:
-        raise ValueError(f"lesions must be between 0 and {MAX_LESIONS}, got {count}")
-    drawn = []
-    for _ in range(n):
-        diameter = float(np.exp(rng.uniform(np.log(5), np.log(40))))
-        kind = "hypo" if rng.uniform() < 0.65 else "hyper"
-        contrast = float(rng.uniform(20, 60)) * (-1 if kind == "hypo" else 1)
-        drawn.append((diameter, kind, contrast, np.random.default_rng(rng.integers(2**63))))
-    lo = np.minimum(*(b.extent()[0] for b in lobes))
-    hi = np.maximum(*(b.extent()[1] for b in lobes))
-    vox_ml = float(np.prod(grid.spacing)) / 1000.0
-    out: list[dict] = []
-    for diameter, kind, contrast, rng_i in drawn:
-        for _attempt in range(40):
-            centre = rng_i.uniform(lo, hi)
-            idx = np.rint((centre - grid.origin) / grid.spacing).astype(int)
-            if np.any(idx < 0) or np.any(idx >= grid.shape) or tissue[tuple(idx)] != LIVER:
-                continue
-            margin = Blob(tuple(centre), (diameter / 2 + 3,) * 3)
-            box, mm = margin.mask(grid)
-            if np.isin(tissue[box][mm], np.arange(LESION0, LESION0 + MAX_LESIONS)).any():
-                continue
-            blob = Blob(tuple(centre), (diameter / 2,) * 3, deform=0.1, feature=0.7).attach(rng_i)
-            box, m = blob.mask(grid)
-            inside = tissue[box][m] == LIVER
-            if inside.size == 0 or inside.mean() < 0.85:
-                continue
-            value = LESION0 + len(out)
-            painted = paint(tissue, box, m, value, only=(LIVER,))
-            count_vox = int(painted.sum())
-            if count_vox == 0:
-                continue
-            vol_ml = count_vox * vox_ml
-            out.append({"label": 7, "centre_mm": [float(c) for c in centre],
-                        "diameter_mm": diameter,
-                        "equivalent_diameter_mm": float((6 * vol_ml * 1000 / np.pi) ** (1 / 3)),
-                        "volume_ml": vol_ml, "kind": kind, "contrast_hu": contrast})
-            break
-    return out
