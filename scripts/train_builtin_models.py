@@ -6,9 +6,9 @@
 A recipe has one to three stages: stage 1 trains from random weights; stage 2 (the recipe's
 ``finetune``) trains the same phantoms again from stage 1's best weights with a fresh, lower
 learning-rate schedule; stage 3 (``lesion_stage``) trains from stage 2's best weights on those
-phantoms plus lesion-rich ones, with the lesion class weighed up. ``--stage 2`` / ``--stage 3``
-run one stage alone from the weights an earlier run left in ``WORK/<name>/card.pt`` (stage 1) or
-``WORK/<name>/finetune/card.pt`` (stage 2).
+phantoms plus lesion-rich ones, with the lesion class weighed up (from stage 1's where the
+recipe has no stage 2). ``--stage 2`` / ``--stage 3`` run one stage alone from the weights an
+earlier run left in ``WORK/<name>/card.pt`` (stage 1) or ``WORK/<name>/finetune/card.pt`` (stage 2).
 
 Phantoms are generated from the seeds in ``model_recipes.py`` with the random geometry a user's scan
 would have (spacing, orientation, field of view), then go through the card's own preprocessing
@@ -50,9 +50,8 @@ def _pairs(kind: str, seeds: range, **kwargs) -> list[TrainingPair]:
 def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
     """The card's ``trained_on`` for a two-stage recipe (``train`` only knows its own stage)."""
     parts = []
-    for r in records:
-        start = {"1": "from random weights", "2": "from stage 1's best weights"}.get(
-            r["stage"], f"from stage {int(r['stage']) - 1}'s best weights")
+    for before, r in zip([None] + records[:-1], records):
+        start = "from random weights" if before is None else f"from stage {before['stage']}'s best weights"
         if r.get("extra"):
             start += f", {r['extra']}"
         stop = ", early stop" if r.get("early_stopped") else ""
@@ -132,10 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         stages.append(("2", ft_settings, result))
     if args.stage in ("all", "3") and recipe.lesion_stage:
         ls = dict(recipe.lesion_stage)
-        n_extra, n_lesions, n_val3 = ls.pop("extra_phantoms", 0), ls.pop("extra_lesions", 5), ls.pop("n_val", recipe.n_val)
-        init = work / "finetune" / "card.pt"
+        stage3_facts = {k: ls.pop(k) for k in ("extra_phantoms", "extra_lesions", "n_val") if k in ls}
+        n_extra = stage3_facts.get("extra_phantoms", 0)
+        n_lesions = stage3_facts.get("extra_lesions", 5)
+        n_val3 = stage3_facts.get("n_val", recipe.n_val)
+        # from the last stage before it: stage 2's weights, or stage 1's where the recipe has no stage 2
+        init = work / "finetune" / "card.pt" if recipe.finetune else work / "card.pt"
         if not init.is_file():
-            print(f"{recipe.name}: stage 3 needs the stage-2 weights {init}; run stage 2 first", flush=True)
+            print(f"{recipe.name}: stage 3 needs the weights {init} of the stage before it; run that first",
+                  flush=True)
             return 1
         lesion_dir = work / "lesions"
         lesion_dir.mkdir(exist_ok=True)
@@ -151,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         if result.stopped or result.card_path is None:
             print(f"{recipe.name}: stage 3 stopped before the end; nothing installed", flush=True)
             return 1
-        stages.append(("3", {**ls_settings, **{k: recipe.lesion_stage[k] for k in ("extra_phantoms", "extra_lesions",
-                                                                               "n_val") if k in recipe.lesion_stage}},
-                       result))
+        stages.append(("3", {**ls_settings, "extra_phantoms": n_extra, "extra_lesions": n_lesions,
+                             "n_val": n_val3}, result))
     if not stages:
         print(f"{recipe.name}: the recipe has no stage {args.stage}", flush=True)
         return 1
