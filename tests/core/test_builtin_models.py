@@ -72,3 +72,23 @@ def test_shipped_cards_are_what_the_recipe_trains(tmp_path):
         shipped = load_card(PACKAGE_MODELS / name / "card.yaml")
         for part in ("network", "preprocessing", "inference", "output", "postprocess"):
             assert getattr(template, part) == getattr(shipped, part), (name, part)
+
+
+def test_trained_on_names_the_stage_each_stage_started_from():
+    """A recipe without stage 2 runs stage 3 from stage 1's weights, and the card must say so."""
+    import sys
+
+    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
+    try:
+        from model_recipes import RECIPES
+        from train_builtin_models import stages_text
+    finally:
+        sys.path.pop(0)
+    record = {"epochs_run": 5, "best_val_dice": 0.8, "best_epoch": 4, "early_stopped": False}
+    text = stages_text(RECIPES["ct-abdomen-2d"], [{**record, "stage": "1"},
+                                                  {**record, "stage": "3", "extra": "plus 24 phantoms"}], 40, 8)
+    assert "stage 1: 5 epochs from random weights" in text
+    assert "stage 3: 5 epochs from stage 1's best weights, plus 24 phantoms" in text
+    text = stages_text(RECIPES["ct-abdomen-3d"], [{**record, "stage": s} for s in ("1", "2", "3")], 40, 4)
+    assert "stage 2: 5 epochs from stage 1's best weights" in text
+    assert "stage 3: 5 epochs from stage 2's best weights" in text
