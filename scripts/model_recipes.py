@@ -126,6 +126,12 @@ RECIPES: dict[str, Recipe] = {
             "postprocess": _CT_POST,
         },
         train={"epochs": 25, "iterations": 80, "batch_size": 8, "lr": 3e-3, "patience": 8, "fg_ratio": 0.7},
+        # stage 3 (from stage 1's best weights: the recipe has no stage 2), as for the 3D model. On
+        # the tuning phantoms: organ mean 0.929 -> 0.936 (every organ up or equal), lesion Dice 0.51 ->
+        # 0.57, >=10 mm sensitivity 0.85 -> 0.89, precision 0.47 -> 0.56. Ran 20 epochs, best at 14.
+        lesion_stage={"epochs": 20, "lr": 5e-4, "warmup_iterations": 20, "patience": 10,
+                      "class_weights": {"liver_lesion": 3.0}, "extra_phantoms": 24, "extra_lesions": 5,
+                      "n_val": 8},
         lesion_labels=("liver_lesion",),
     ),
     "mr-brain": Recipe(
