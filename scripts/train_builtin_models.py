@@ -47,6 +47,20 @@ def _pairs(kind: str, seeds: range, **kwargs) -> list[TrainingPair]:
     return pairs
 
 
+def _lesion_kwargs(recipe, n_lesions: int) -> dict:
+    """How a lesion-rich phantom of stage 3 is asked for: ``n_lesions`` liver lesions (CT), a tumour (MR)."""
+    return {"lesions": n_lesions} if recipe.kind == "ct-abdomen" else {"tumour": True}
+
+
+def lesion_stage_text(recipe, settings: dict) -> str:
+    """What stage 3 added, for the card's ``trained_on`` (``settings``: the stage's TrainConfig fields
+    with ``extra_phantoms``, ``extra_lesions`` and ``n_val``)."""
+    n = settings["extra_phantoms"]
+    each = (f"{settings['extra_lesions']} lesions each" if recipe.kind == "ct-abdomen" else "a tumour each")
+    return (f"plus {n} phantoms with {each} (seeds {LESION_SEED0}-{LESION_SEED0 + n - 1}), validated on "
+            f"{settings['n_val']}, loss weights {settings.get('class_weights')}")
+
+
 def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
     """The card's ``trained_on`` for a two-stage recipe (``train`` only knows its own stage)."""
     parts = []
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         ls = dict(recipe.lesion_stage)
         stage3_facts = {k: ls.pop(k) for k in ("extra_phantoms", "extra_lesions", "n_val") if k in ls}
         n_extra = stage3_facts.get("extra_phantoms", 0)
-        n_lesions = stage3_facts.get("extra_lesions", 5)
+        n_lesions = stage3_facts.get("extra_lesions", 5)  # liver lesions per CT phantom; MR: one tumour
         n_val3 = stage3_facts.get("n_val", recipe.n_val)
         # from the last stage before it: stage 2's weights, or stage 1's where the recipe has no stage 2
         init = work / "finetune" / "card.pt" if recipe.finetune else work / "card.pt"
@@ -143,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         lesion_dir = work / "lesions"
         lesion_dir.mkdir(exist_ok=True)
-        kw = {"lesions": n_lesions} if recipe.kind == "ct-abdomen" else {"tumour": True}
-        extra = _pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra), **kw)
+        extra = _pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra),
+                       **_lesion_kwargs(recipe, n_lesions))
         val3 = _pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val3))
         ls_settings = {**recipe.train, **ls, **overrides}
         ls_config = TrainConfig(**{**ls_settings, "seed": 2, "checkpoint": str(lesion_dir / "ckpt.pt")})
@@ -155,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         if result.stopped or result.card_path is None:
             print(f"{recipe.name}: stage 3 stopped before the end; nothing installed", flush=True)
             return 1
-        stages.append(("3", {**ls_settings, "extra_phantoms": n_extra, "extra_lesions": n_lesions,
-                             "n_val": n_val3}, result))
+        facts = {"extra_phantoms": n_extra, "n_val": n_val3}
+        if recipe.kind == "ct-abdomen":
+            facts["extra_lesions"] = n_lesions
+        stages.append(("3", {**ls_settings, **facts}, result))
     if not stages:
         print(f"{recipe.name}: the recipe has no stage {args.stage}", flush=True)
         return 1
@@ -172,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier = earlier.get("stages", [{"stage": "1", **earlier}])
         records = [r for r in earlier if int(r["stage"]) < int(stages[0][0])]
     for stage, settings, res in stages:
-        lesion_extra = (f"plus {settings['extra_phantoms']} phantoms with {settings['extra_lesions']} lesions each "
-                        f"(seeds {LESION_SEED0}-{LESION_SEED0 + settings['extra_phantoms'] - 1}), validated on "
-                        f"{settings['n_val']}, loss weights {settings.get('class_weights')}") if stage == "3" else ""
+        lesion_extra = lesion_stage_text(recipe, settings) if stage == "3" else ""
         records.append({"stage": stage, "config": settings, "extra": lesion_extra, "train_seconds": round(res.seconds),
                         "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
                         "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,

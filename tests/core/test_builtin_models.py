@@ -81,7 +81,7 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
     try:
         from model_recipes import RECIPES
-        from train_builtin_models import stages_text
+        from train_builtin_models import lesion_stage_text, stages_text
     finally:
         sys.path.pop(0)
     record = {"epochs_run": 5, "best_val_dice": 0.8, "best_epoch": 4, "early_stopped": False}
@@ -92,3 +92,6 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     text = stages_text(RECIPES["ct-abdomen-3d"], [{**record, "stage": s} for s in ("1", "2", "3")], 40, 4)
     assert "stage 2: 5 epochs from stage 1's best weights" in text
     assert "stage 3: 5 epochs from stage 2's best weights" in text
+    settings = {"extra_phantoms": 24, "extra_lesions": 5, "n_val": 8, "class_weights": {"tumour": 3.0}}
+    assert "24 phantoms with a tumour each (seeds 2000-2023)" in lesion_stage_text(RECIPES["mr-brain"], settings)
+    assert "with 5 lesions each" in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
