@@ -34,3 +34,24 @@ def test_the_readme_main_job_runs_on_the_bundled_sample_data(tmp_path):
             if ln.strip()[:1].isdigit()}
     assert {"liver", "spleen", "kidney_left", "kidney_right", "aorta", "vertebrae"} <= set(rows), result.stdout
     assert rows["liver"] > 0.6 and rows["vertebrae"] > 0.6, result.stdout
+
+
+def test_the_readme_accuracy_tables_are_the_recorded_evaluation():
+    """Every Dice, organ mean and detection count in benchmarks/results/eval_*.json appears in the
+    README's accuracy section, so the tables cannot drift from the last evaluation run."""
+    import json
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("**Accuracy**", 1)[1].split("**Retraining from scratch**", 1)[0]
+    rows = {ln.split("|")[1].strip(): ln for ln in section.splitlines() if ln.startswith("| ")}
+    for path in sorted((REPO / "benchmarks" / "results").glob("eval_*.json")):
+        for entry in json.loads(path.read_text()):
+            model = entry["model"]
+            assert f"{entry['mean_organ_dice']:.3f}" in section, (model, "organ mean")
+            for label, dice in entry["dice"].items():
+                row = next((r for name, r in rows.items() if name == label or name.startswith(f"{label} Dice")
+                            or name.startswith(f"{label}s ") or name.startswith(f"{label} ")), None)
+                assert row is not None and f"{dice:.3f}" in row, (model, label, dice)
+            for label, det in entry.get("lesions", {}).items():
+                assert f"({det['found']}/{det['n_ref']})" in section, (model, label, "sensitivity")
+                assert f"({det['true_pred']}/{det['n_pred']})" in section, (model, label, "precision")
