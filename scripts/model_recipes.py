@@ -101,10 +101,12 @@ RECIPES: dict[str, Recipe] = {
         # enhanced vessels); lesion weight 3 in the loss, 24 phantoms with 5 lesions each, each lesion
         # sampled as often as any other. On the tuning phantoms: lesion Dice 0.61 -> 0.67, >=10 mm
         # sensitivity 0.74 -> 0.85, precision 0.70 -> 0.73, organs 0.951 -> 0.952. The same stage
-        # without the class weight changed nothing (0.58 -> 0.58). Ran 21 of 30 epochs (stopped by
-        # hand for time, best at 18; patience 10 would have run on).
+        # without the class weight changed nothing (0.58 -> 0.58). Then weight 4 and 48 lesion-rich
+        # phantoms (this recipe; early stop after 29 epochs, best 19, 22 min): precision 0.73 -> 0.87,
+        # sensitivity 0.85 -> 0.89, lesion Dice 0.67 -> 0.63 (fewer false voxels, small lesions drawn
+        # a little smaller), organs 0.952 -> 0.952; the closer to the targets of the two.
         lesion_stage={"epochs": 30, "lr": 5e-4, "warmup_iterations": 20, "patience": 10,
-                      "class_weights": {"liver_lesion": 3.0}, "extra_phantoms": 24, "extra_lesions": 5,
+                      "class_weights": {"liver_lesion": 4.0}, "extra_phantoms": 48, "extra_lesions": 5,
                       "n_val": 8},
         lesion_labels=("liver_lesion",),
     ),
