@@ -127,6 +127,14 @@ def test_ct_lesion_count_can_be_fixed_and_is_checked():
         abdomen_ct(2, spacing=CT_COARSE, lesions=6)
 
 
+def test_ct_lesions_on_a_grid_coarser_than_a_lesion_are_skipped_not_a_crash():
+    # 8 slices over 160-260 mm: a 5 mm lesion can fall between slice centres and cover no voxel
+    for seed in (0, 1):
+        ph = abdomen_ct(seed, shape=(8, 32, 32), lesions=5)
+        lab = ph.labels.array
+        assert len(ph.lesions) <= 5 and (lab == 7).sum() >= len(ph.lesions)
+
+
 def test_ct_lesion_counts_and_kinds_vary_over_seeds():
     counts, kinds = set(), set()
     for seed in range(14):

@@ -112,11 +112,15 @@ def liver_lesions(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, lobe
             if np.any(idx < 0) or np.any(idx >= grid.shape) or tissue[tuple(idx)] != LIVER:
                 continue
             margin = Blob(tuple(centre), (diameter / 2 + 3,) * 3)
-            box, mm = margin.mask(grid)
+            if (found := margin.mask(grid)) is None:  # a coarse grid: no voxel centre inside it
+                continue
+            box, mm = found
             if np.isin(tissue[box][mm], np.arange(LESION0, LESION0 + MAX_LESIONS)).any():
                 continue
             blob = Blob(tuple(centre), (diameter / 2,) * 3, deform=0.1, feature=0.7).attach(rng_i)
-            box, m = blob.mask(grid)
+            if (found := blob.mask(grid)) is None:
+                continue
+            box, m = found
             inside = tissue[box][m] == LIVER
             if inside.size == 0 or inside.mean() < 0.85:
                 continue
