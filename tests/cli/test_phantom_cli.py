@@ -38,6 +38,18 @@ def test_phantom_writes_the_scan_and_labels_with_sidecars(tmp_path, capsys, kind
         assert "flair" in out
 
 
+def test_phantom_phase_option_fixes_the_ct_contrast_phase(tmp_path, capsys):
+    out = {}
+    for phase in ("unenhanced", "arterial"):
+        image = tmp_path / f"{phase}.nii.gz"
+        assert main(["phantom", "--kind", "ct-abdomen", "--seed", "1", "--spacing", "6", "4", "4",
+                     "--phase", phase.upper(), "-o", str(image)]) == 0
+        out[phase] = capsys.readouterr().out
+        assert f", {phase}, " in out[phase]
+    plain, arterial = (read_volume(tmp_path / f"{p}.nii.gz").array for p in ("unenhanced", "arterial"))
+    assert plain.shape == arterial.shape and (plain != arterial).any()
+
+
 def test_phantom_refuses_to_overwrite_without_force(tmp_path, capsys):
     image = tmp_path / "ct.nii.gz"
     image.write_bytes(b"precious")
@@ -55,6 +67,8 @@ def test_phantom_refuses_to_overwrite_without_force(tmp_path, capsys):
     (["--kind", "ct-brain"], "--kind 'ct-brain' is not a phantom kind"),
     (["--kind", "ct-abdomen", "--contrast", "t1"], "--contrast applies to --kind mr-brain"),
     (["--kind", "mr-brain", "--contrast", "t2"], "contrast must be one of t1, flair"),
+    (["--kind", "ct-abdomen", "--phase", "delayed"], "--phase 'delayed' is not a CT contrast phase"),
+    (["--kind", "mr-brain", "--phase", "arterial"], "--phase applies to --kind ct-abdomen"),
     (["--kind", "ct-abdomen", "--orientation", "ABC"], "orientation 'ABC'"),
     (["--kind", "ct-abdomen", "-o", "x.png"], "cannot write this format"),
 ])

@@ -183,6 +183,21 @@ def test_ct_contrast_phases_vary_over_seeds():
     assert phases == {"unenhanced", "portal_venous", "arterial"}
 
 
+def test_ct_phase_can_be_fixed_without_changing_anatomy_or_lesions():
+    drawn = abdomen_ct(1, spacing=CT_COARSE)  # seed 1 draws portal venous
+    assert drawn.facts["phase"] == "portal_venous"
+    plain = abdomen_ct(1, spacing=CT_COARSE, phase="unenhanced")
+    assert plain.facts["phase"] == "unenhanced"
+    assert np.array_equal(plain.labels.array, drawn.labels.array) and plain.lesions == drawn.lesions
+    kidneys = drawn.labels.array == 3
+    # enhanced kidneys are far brighter than plain ones (120-260 HU against 20-40 HU)
+    assert drawn.image.array[kidneys].mean() > plain.image.array[kidneys].mean() + 60
+    same = abdomen_ct(1, spacing=CT_COARSE, phase="portal_venous")
+    assert np.array_equal(same.image.array, drawn.image.array)
+    with pytest.raises(ValueError, match="phase must be one of"):
+        abdomen_ct(1, spacing=CT_COARSE, phase="delayed")
+
+
 def test_ct_geometry_drawn_from_the_seed_stays_in_clinical_ranges():
     for seed in range(30):
         rng = np.random.default_rng(seed)

@@ -3,6 +3,7 @@
 Examples::
 
     napari-medseg phantom --kind ct-abdomen --seed 3 -o ct3.nii.gz --labels ct3_labels.nii.gz
+    napari-medseg phantom --kind ct-abdomen --seed 3 --phase unenhanced -o ct3u.nii.gz
     napari-medseg phantom --kind mr-brain --seed 7 --contrast flair -o mr7.nii.gz \
         --labels mr7_seg.nii.gz
 """
@@ -17,8 +18,9 @@ KINDS = ("ct-abdomen", "mr-brain")
 
 
 def make_phantom(kind: str, seed: int, *, contrast: str | None = None, spacing=None, shape=None,
-                 orientation: str | None = None):
+                 orientation: str | None = None, phase: str | None = None):
     """The phantom the command line asks for (checked here so errors name the option)."""
+    from napari_medseg.core.phantom_ct_tissues import PHASES
     from napari_medseg.core.phantoms import abdomen_ct, brain_mr
 
     if kind not in KINDS:
@@ -26,7 +28,11 @@ def make_phantom(kind: str, seed: int, *, contrast: str | None = None, spacing=N
     if kind == "ct-abdomen":
         if contrast is not None:
             raise ValueError("--contrast applies to --kind mr-brain only")
-        return abdomen_ct(seed, shape=shape, spacing=spacing, orientation=orientation)
+        if phase is not None and phase not in PHASES:
+            raise ValueError(f"--phase {phase!r} is not a CT contrast phase; choose {', '.join(PHASES)}")
+        return abdomen_ct(seed, shape=shape, spacing=spacing, orientation=orientation, phase=phase)
+    if phase is not None:
+        raise ValueError("--phase applies to --kind ct-abdomen only")
     return brain_mr(seed, contrast=contrast, shape=shape, spacing=spacing, orientation=orientation)
 
 
@@ -38,8 +44,9 @@ def summary(kind: str, phantom) -> str:
     facts = phantom.facts
     parts = [f"{kind} seed {facts['seed']}", f"{shape} voxels", f"spacing {spacing} mm",
              f"stored {facts['orientation']}"]
-    if "contrast" in facts:
-        parts.append(facts["contrast"])
+    for key in ("contrast", "phase"):  # MR contrast, CT contrast phase
+        if key in facts:
+            parts.append(facts[key].replace("_", " "))
     sizes = ", ".join(f"{les['equivalent_diameter_mm']:.0f}" for les in phantom.lesions)
     name = "liver lesion" if kind == "ct-abdomen" else "tumour"
     count = len(phantom.lesions)
@@ -59,7 +66,7 @@ def _run(args) -> int:
     if args.labels and os.path.realpath(args.labels) == os.path.realpath(args.output):
         raise WriteError(f"{args.labels}: the labels cannot go to the image file")
     phantom = make_phantom(args.kind, args.seed, contrast=args.contrast, spacing=args.spacing,
-                           shape=args.shape, orientation=args.orientation)
+                           shape=args.shape, orientation=args.orientation, phase=args.phase)
     written = write_volume(args.output, phantom.image)
     if args.labels:
         written += write_labels(args.labels, phantom.labels)
@@ -78,6 +85,8 @@ def register(sub) -> None:
     p.add_argument("--labels", help="ground-truth label file (same formats)")
     p.add_argument("--contrast", type=str.lower,
                    help="MRI contrast, t1 or flair (default: drawn from the seed)")
+    p.add_argument("--phase", type=str.lower,
+                   help="CT contrast phase: unenhanced, portal_venous or arterial (default: drawn)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SLICE", "ROW", "COL"),
                    help="voxel size in mm (default: drawn from the seed)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("SLICES", "ROWS", "COLS"),

@@ -71,7 +71,7 @@ def _geometry(rng, shape, spacing, extent_z: float):
 
 
 def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | None = None,
-               lesions: int | None = None) -> Phantom:
+               lesions: int | None = None, phase: str | None = None) -> Phantom:
     """An abdominal CT phantom with organ and liver-lesion ground truth.
 
     The body has skin, subcutaneous fat, an abdominal wall of muscle, paraspinal muscles, lung bases
@@ -105,6 +105,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
             ``"LPS"`` or any three-letter code); drawn from RAS/LPS when None. Recorded as
             ``meta["storage_orientation"]``, which :func:`napari_medseg.io.write_volume` honours.
         lesions: number of liver lesions to place (0-5); drawn when None.
+        phase: contrast phase (``"unenhanced"``, ``"portal_venous"``, ``"arterial"``); drawn
+            when None. Fixing it changes only the intensities, not the anatomy or the lesions.
 
     Returns:
         A :class:`Phantom`: int16 HU image, uint8 labels with :data:`CT_LABELS`, the lesion list
@@ -307,7 +309,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     # --- intensities, texture, blur, noise
     texture_box = ((-60, -b_ant - 10, -a - 10), (300, b_post + 10, a + 10))
     image, hu, phase, noise_sd = render(tissue, grid, lesion_list, rs["intensity"], fr, rs["noise"],
-                                        texture_box, u(5, 9))
+                                        texture_box, u(5, 9), phase)
     labels = LABEL_OF[tissue]
 
     meta = {"Modality": "CT", "SeriesDescription": f"abdomen CT phantom, seed {seed}",

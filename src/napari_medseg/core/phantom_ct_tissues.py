@@ -31,16 +31,23 @@ CAVITY = (CAVITY_FAT, BOWEL, GAS, LUNG)  # what organs may be painted over
 PHASES = {"unenhanced": 0.35, "portal_venous": 0.5, "arterial": 0.15}
 
 
-def hu_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+def hu_values(rng: np.random.Generator, phase: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-tissue mean HU, texture amplitude and contrast phase for one scan.
 
     Domain randomisation: the phase (unenhanced, portal venous, arterial) and every tissue value
     within its realistic range for that phase are drawn, so a network has to use shape and
     context rather than one number per organ, and meets both plain and contrast CT (the real
     TotalSegmentator example is unenhanced: aorta and kidneys near 15-45 HU).
+
+    ``phase`` fixes the phase instead of drawing it (the draw still happens, so every other
+    value of the seed stays the same): training can see more of the hardest phase, unenhanced,
+    where kidneys, spleen and aorta differ from their neighbours by a few tens of HU.
     """
     u = rng.uniform
-    phase = str(rng.choice(list(PHASES), p=list(PHASES.values())))
+    drawn = str(rng.choice(list(PHASES), p=list(PHASES.values())))
+    if phase is not None and phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    phase = phase or drawn
     hu = np.zeros(N_TISSUES, dtype=np.float32)
     tex = np.zeros(N_TISSUES, dtype=np.float32)
     hu[AIR] = -1000
@@ -93,10 +100,11 @@ def hu_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def render(tissue: np.ndarray, grid: Grid, lesion_list: list[dict], ir: np.random.Generator,
-           fr: np.random.Generator, noise_rng: np.random.Generator, texture_box, texture_mm: float):
+           fr: np.random.Generator, noise_rng: np.random.Generator, texture_box, texture_mm: float,
+           phase: str | None = None):
     """The scan of a drawn tissue array: HU per tissue (:func:`hu_values`, each lesion at its
     drawn contrast to the liver), a smooth texture per tissue (``texture_mm`` feature size over
-    ``texture_box``, world mm), correlated noise of 6-18 HU and the scanner blur (in-plane
+    ``texture_box``, world mm; ``phase``: see :func:`hu_values`), correlated noise of 6-18 HU and the scanner blur (in-plane
     0.4-0.8 mm, slice profile 0.35 x thickness).
 
     The noise is added before the blur and scaled up by the blur's noise reduction, so the
@@ -106,7 +114,7 @@ def render(tissue: np.ndarray, grid: Grid, lesion_list: list[dict], ir: np.rando
         ``(image, hu, phase, noise_sd)``: int16 HU image, the per-tissue HU drawn, the contrast
         phase and the noise standard deviation.
     """
-    hu, tex, phase = hu_values(ir)
+    hu, tex, phase = hu_values(ir, phase)
     for i, les in enumerate(lesion_list):
         hu[LESION0 + i] = hu[LIVER] + les["contrast_hu"]
         tex[LESION0 + i] = ir.uniform(0, 6)
