@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_recipes import LESION_SEED0, RECIPES, TRAIN_SEED0, VAL_SEED0, make_phantom  # noqa: E402
+from model_recipes import (  # noqa: E402
+    LESION_SEED0, RECIPES, TRAIN_SEED0, UNENHANCED_SEED0, VAL_SEED0, make_phantom)
 
 from napari_medseg.core.models import card_from_dict, load_card, save_card  # noqa: E402
 from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa: E402
@@ -57,8 +58,11 @@ def lesion_stage_text(recipe, settings: dict) -> str:
     with ``extra_phantoms``, ``extra_lesions`` and ``n_val``)."""
     n = settings["extra_phantoms"]
     each = (f"{settings['extra_lesions']} lesions each" if recipe.kind == "ct-abdomen" else "a tumour each")
-    return (f"plus {n} phantoms with {each} (seeds {LESION_SEED0}-{LESION_SEED0 + n - 1}), validated on "
-            f"{settings['n_val']}, loss weights {settings.get('class_weights')}")
+    plain = settings.get("extra_unenhanced", 0)
+    plain_text = (f" and {plain} unenhanced ones (seeds {UNENHANCED_SEED0}-{UNENHANCED_SEED0 + plain - 1})"
+                  if plain else "")
+    return (f"plus {n} phantoms with {each} (seeds {LESION_SEED0}-{LESION_SEED0 + n - 1}){plain_text}, "
+            f"validated on {settings['n_val']}, loss weights {settings.get('class_weights')}")
 
 
 def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
@@ -145,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         stages.append(("2", ft_settings, result))
     if args.stage in ("all", "3") and recipe.lesion_stage:
         ls = dict(recipe.lesion_stage)
-        stage3_facts = {k: ls.pop(k) for k in ("extra_phantoms", "extra_lesions", "n_val") if k in ls}
+        stage3_facts = {k: ls.pop(k) for k in ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_val")
+                        if k in ls}
         n_extra = stage3_facts.get("extra_phantoms", 0)
         n_lesions = stage3_facts.get("extra_lesions", 5)  # liver lesions per CT phantom; MR: one tumour
         n_val3 = stage3_facts.get("n_val", recipe.n_val)
+        n_plain = stage3_facts.get("extra_unenhanced", 0)  # CT phantoms in the unenhanced phase
         # from the last stage before it: stage 2's weights, or stage 1's where the recipe has no stage 2
         init = work / "finetune" / "card.pt" if recipe.finetune else work / "card.pt"
         if not init.is_file():
@@ -159,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         lesion_dir.mkdir(exist_ok=True)
         extra = _pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra),
                        **_lesion_kwargs(recipe, n_lesions))
+        if n_plain:
+            extra += _pairs(recipe.kind, range(UNENHANCED_SEED0, UNENHANCED_SEED0 + n_plain), phase="unenhanced")
         val3 = _pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val3))
         ls_settings = {**recipe.train, **ls, **overrides}
         ls_config = TrainConfig(**{**ls_settings, "seed": 2, "checkpoint": str(lesion_dir / "ckpt.pt")})
-        print(f"{recipe.name}: stage 3 from {init}, {len(extra)} lesion-rich phantoms, {len(val3)} for validation",
+        print(f"{recipe.name}: stage 3 from {init}, {len(extra)} extra phantoms, {len(val3)} for validation",
               flush=True)
         result = train(card, train_pairs + extra, lesion_dir / "card.yaml", ls_config, val_pairs=val3,
                        init=str(init), progress=progress, resume=args.resume)
@@ -172,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         facts = {"extra_phantoms": n_extra, "n_val": n_val3}
         if recipe.kind == "ct-abdomen":
             facts["extra_lesions"] = n_lesions
+        if n_plain:
+            facts["extra_unenhanced"] = n_plain
         stages.append(("3", {**ls_settings, **facts}, result))
     if not stages:
         print(f"{recipe.name}: the recipe has no stage {args.stage}", flush=True)

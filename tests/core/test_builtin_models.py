@@ -95,3 +95,6 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     settings = {"extra_phantoms": 24, "extra_lesions": 5, "n_val": 8, "class_weights": {"tumour": 3.0}}
     assert "24 phantoms with a tumour each (seeds 2000-2023)" in lesion_stage_text(RECIPES["mr-brain"], settings)
     assert "with 5 lesions each" in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
+    assert "unenhanced" not in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
+    text = lesion_stage_text(RECIPES["ct-abdomen-2d"], {**settings, "extra_unenhanced": 16})
+    assert "(seeds 2000-2023) and 16 unenhanced ones (seeds 3000-3015), validated on 8" in text
