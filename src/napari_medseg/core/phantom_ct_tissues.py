@@ -103,9 +103,9 @@ def render(tissue: np.ndarray, grid: Grid, lesion_list: list[dict], ir: np.rando
            fr: np.random.Generator, noise_rng: np.random.Generator, texture_box, texture_mm: float,
            phase: str | None = None):
     """The scan of a drawn tissue array: HU per tissue (:func:`hu_values`, each lesion at its
-    drawn contrast to the liver), a smooth texture per tissue (``texture_mm`` feature size over
-    ``texture_box``, world mm; ``phase``: see :func:`hu_values`), correlated noise of 6-18 HU and the scanner blur (in-plane
-    0.4-0.8 mm, slice profile 0.35 x thickness).
+    drawn contrast to the liver; ``phase``: see there), a smooth texture per tissue
+    (``texture_mm`` feature size over ``texture_box``, world mm), correlated noise of 6-18 HU and
+    the scanner blur (in-plane 0.4-0.8 mm, slice profile 0.35 x thickness).
 
     The noise is added before the blur and scaled up by the blur's noise reduction, so the
     image's noise has the drawn standard deviation and the grain of a real scan.
