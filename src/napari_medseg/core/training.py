@@ -19,7 +19,8 @@ What it does, and why:
 * **Loss** (:mod:`~napari_medseg.core.training_loss`): Dice + cross-entropy for softmax cards; Dice +
   binary cross-entropy per channel for sigmoid cards; ``class_weights`` weigh a class up. AdamW, linear warm-up then cosine decay per
   iteration, gradient-norm clipping.
-* **Validation** after every epoch runs the real engine (:class:`~napari_medseg.core.inference.Segmenter`)
+* **Validation** (:mod:`~napari_medseg.core.training_validation`) after every epoch runs the real
+  engine (:class:`~napari_medseg.core.inference.Segmenter`)
   on each validation scan in its own scan space and scores it against its labels with
   :func:`~napari_medseg.core.metrics.dice`; the best mean Dice keeps its weights, and ``patience``
   epochs without improvement stop the run early (the card is still written, with the best weights).
@@ -38,7 +39,8 @@ What it does, and why:
 * **Stop**: ``should_stop()`` is checked before every iteration; when it says stop, :func:`train`
   **returns** a result with ``stopped=True`` (it does not raise ``Cancelled``): the checkpoint of
   the last finished epoch stays, no card and no weights file are written.
-* **Resumable**: after every epoch a checkpoint (``<card stem>.ckpt.pt``) holds the weights, the
+* **Resumable** (:mod:`~napari_medseg.core.training_files`): after every epoch a checkpoint
+  (``<card stem>.ckpt.pt``) holds the weights, the
   best weights, optimiser state, iteration count, epoch, best score, random states and history, as
   plain tensors, numbers, strings, lists and dicts, so ``torch.load(..., weights_only=True)`` reads
   it. ``resume=True`` continues from it.
@@ -51,7 +53,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -66,23 +67,32 @@ import torch
 from napari_medseg.core.augment import AugmentConfig, augment
 from napari_medseg.core.card import ModelCard
 from napari_medseg.core.errors import Cancelled, ModelError
-from napari_medseg.core.inference import Segmenter, cpu_has_bf16, resolve_device, tune_malloc
-from napari_medseg.core.metrics import dice
-from napari_medseg.core.models import save_card, validate_card
+from napari_medseg.core.inference import cpu_has_bf16, resolve_device, tune_malloc
+from napari_medseg.core.models import validate_card
 from napari_medseg.core.networks import build_network, load_weights
 from napari_medseg.core.training_config import TrainConfig, TrainProgress, TrainResult
 from napari_medseg.core.training_data import (
-    Case,
     PairLike,
     PatchSampler,
     TrainingDataError,
     TrainingPair,
     as_pairs,
-    class_values,
     prepare_case,
     slice_axis_of,
 )
+from napari_medseg.core.training_files import (
+    CHECKPOINT_VERSION,
+    atomic_save_card,
+    atomic_torch_save,
+    card_fingerprint,
+    checkpoint_path,
+    numpy_state,
+    set_numpy_state,
+    state_copy,
+    weights_path_for,
+)
 from napari_medseg.core.training_loss import TrainingLoss, loss_weights
+from napari_medseg.core.training_validation import validate
 from napari_medseg.core.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -90,47 +100,6 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "TrainProgress", "TrainResult", "TrainingPair", "TrainingDataError", "train",
            "checkpoint_path", "weights_path_for",
            "validate", "resolve_training_precision", "loss_weights"]
-
-_CHECKPOINT_VERSION = 1
-
-
-# ----------------------------------------------------------------------------- small helpers
-
-def weights_path_for(card_path: str | Path) -> Path:
-    """Weights file beside a card: ``ct.yaml`` -> ``ct.pt``."""
-    p = Path(card_path)
-    return p.with_name(p.stem + ".pt")
-
-
-def checkpoint_path(card_path: str | Path, config: TrainConfig | None = None) -> Path:
-    """Checkpoint file: the config's, else ``ct.yaml`` -> ``ct.ckpt.pt``."""
-    if config is not None and config.checkpoint:
-        return Path(config.checkpoint)
-    p = Path(card_path)
-    return p.with_name(p.stem + ".ckpt.pt")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_save_card(card: ModelCard, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        save_card(card, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
 
 def resolve_training_precision(precision: str, device: torch.device) -> str:
     """``fp32``, ``bf16`` or ``fp16`` for training (``auto``: bf16 where it is native, else fp32)."""
@@ -160,13 +129,6 @@ def _patch_size(card: ModelCard, config: TrainConfig, slices: bool) -> tuple[int
     return roi
 
 
-def _fingerprint(card: ModelCard) -> str:
-    """What must not change between a checkpoint and a resumed run: network and classes."""
-    net = dataclasses.asdict(card.network)
-    return json.dumps({"network": net, "classes": class_values(card), "activation": card.output.activation},
-                      sort_keys=True, default=str)
-
-
 def _split(pairs: list[TrainingPair], fraction: float, rng: np.random.Generator):
     n = len(pairs)
     if fraction <= 0 or n < 2:
@@ -175,53 +137,6 @@ def _split(pairs: list[TrainingPair], fraction: float, rng: np.random.Generator)
     order = rng.permutation(n)
     val = sorted(order[:n_val].tolist())
     return [pairs[i] for i in range(n) if i not in val], [pairs[i] for i in val]
-
-
-def _state_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
-
-
-def _numpy_state(rng: np.random.Generator) -> str:
-    return json.dumps(rng.bit_generator.state)
-
-
-def _set_numpy_state(rng: np.random.Generator, text: str) -> None:
-    rng.bit_generator.state = json.loads(text)
-
-
-# ----------------------------------------------------------------------------- validation
-
-def validate(card: ModelCard, network: torch.nn.Module, cases: Sequence[Case], device: torch.device,
-             precision: str, postprocess: bool = False,
-             on_case: Callable[[int, int], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> tuple[float, dict[int, float]]:
-    """Mean Dice and Dice per label value of ``network`` on ``cases``, through the real engine.
-
-    Each case's scan is segmented on its own grid by :class:`Segmenter` and compared with the
-    case's labels (mapped onto the card's values). A label absent from both the prediction and the
-    reference of a case does not count for that case; the mean is over labels scored at least once.
-    """
-    was_training = network.training
-    seg = Segmenter(card, network, device=device, precision="bf16" if precision == "bf16" else
-                    ("fp16" if precision == "fp16" else "fp32"))
-    per_label: dict[int, list[float]] = {}
-    values = class_values(card)[1:]
-    try:
-        for i, case in enumerate(cases):
-            result = seg.predict(case.pair.image, postprocess=postprocess, should_stop=should_stop)
-            pred, ref = result.labels.array, case.scan_labels
-            scores = dice(pred, ref, labels=values)
-            present = set(np.unique(pred).tolist()) | set(np.unique(ref).tolist())
-            for v, d in scores.items():
-                if v in present:
-                    per_label.setdefault(v, []).append(float(d))
-            if on_case is not None:
-                on_case(i + 1, len(cases))
-    finally:
-        network.train(was_training)
-    label_dice = {v: float(np.mean(d)) for v, d in per_label.items()}
-    mean = float(np.mean(list(label_dice.values()))) if label_dice else 0.0
-    return mean, label_dice
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -342,7 +257,7 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
     best_dice, best_epoch, best_state = None, None, None
     history: list[dict[str, Any]] = []
     initial_dice = None
-    fingerprint = _fingerprint(card)
+    fingerprint = card_fingerprint(card)
 
     if resume and ckpt_path.is_file():
         ck = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
@@ -361,19 +276,19 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
         initial_dice = ck.get("initial_dice")
         torch.set_rng_state(ck["torch_rng"])
         gen.set_state(ck["aug_rng"])
-        _set_numpy_state(sampler_rng, ck["sampler_rng"])
+        set_numpy_state(sampler_rng, ck["sampler_rng"])
         log.info("resuming from %s at epoch %d", ckpt_path, epoch)
     elif resume:
         log.warning("%s: no checkpoint to resume from; starting afresh", ckpt_path)
 
     def save_checkpoint() -> None:
-        _atomic_torch_save({
-            "version": _CHECKPOINT_VERSION, "fingerprint": fingerprint, "model": _state_copy(net),
+        atomic_torch_save({
+            "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "model": state_copy(net),
             "best_model": best_state, "optimizer": optimiser.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": epoch, "step": step, "best_dice": best_dice, "best_epoch": best_epoch,
             "initial_dice": initial_dice, "history": history, "torch_rng": torch.get_rng_state(),
-            "aug_rng": gen.get_state(), "sampler_rng": _numpy_state(sampler_rng),
+            "aug_rng": gen.get_state(), "sampler_rng": numpy_state(sampler_rng),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
         }, ckpt_path)
 
@@ -469,7 +384,7 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
         epoch += 1
         improved = mean_dice is not None and (best_dice is None or mean_dice > best_dice)
         if improved:
-            best_dice, best_epoch, best_state = mean_dice, epoch, _state_copy(net)
+            best_dice, best_epoch, best_state = mean_dice, epoch, state_copy(net)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": mean_dice,
                         "val_per_label": {str(k): v for k, v in per_label.items()}, "lr": float(lr),
                         "seconds": time.perf_counter() - t_epoch, "train_seconds": train_seconds,
@@ -483,13 +398,13 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
                            message=f"epoch {epoch}/{config.epochs}: loss {np.mean(losses):.4f}{dice_text}"))
 
     # -- output ----------------------------------------------------------------------------
-    final_state = best_state if best_state is not None else _state_copy(net)
-    _atomic_torch_save(final_state, weights_out)
+    final_state = best_state if best_state is not None else state_copy(net)
+    atomic_torch_save(final_state, weights_out)
     card.weights = weights_out.name if weights_out.parent.resolve() == out_card.parent.resolve() else str(weights_out)
     card.trained_on = _trained_on(card, train_pairs, held_out, epoch, best_dice, best_epoch, early, init is not None)
     card.source = "card"
     card.path = None
-    _atomic_save_card(card, out_card)
+    atomic_save_card(card, out_card)
     card.path = str(out_card)
     ran = epoch - start_epoch
     emit(TrainProgress("done", epoch, config.epochs, best_dice=best_dice, best_epoch=best_epoch,
