@@ -9,6 +9,7 @@ learning-rate schedule; stage 3 (``lesion_stage``) trains from stage 2's best we
 phantoms plus lesion-rich ones, with the lesion class weighed up (from stage 1's where the
 recipe has no stage 2). ``--stage 2`` / ``--stage 3`` run one stage alone from the weights an
 earlier run left in ``WORK/<name>/card.pt`` (stage 1) or ``WORK/<name>/finetune/card.pt`` (stage 2).
+A recipe with ``first_spacing`` runs stages 1 and 2 on that grid and stage 3 on the card's.
 
 Phantoms are generated from the seeds in ``model_recipes.py`` with the random geometry a user's scan
 would have (spacing, orientation, field of view), then go through the card's own preprocessing
@@ -61,8 +62,24 @@ def lesion_stage_text(recipe, settings: dict) -> str:
     plain = settings.get("extra_unenhanced", 0)
     plain_text = (f" and {plain} unenhanced ones (seeds {UNENHANCED_SEED0}-{UNENHANCED_SEED0 + plain - 1})"
                   if plain else "")
+    grid = ""
+    if recipe.first_spacing is not None:
+        grid = (f", on a {_mm(recipe.card['preprocessing']['spacing'])} mm grid (the stages before it: "
+                f"{_mm(recipe.first_spacing)} mm)")
     return (f"plus {n} phantoms with {each} (seeds {LESION_SEED0}-{LESION_SEED0 + n - 1}){plain_text}, "
-            f"validated on {settings['n_val']}, loss weights {settings.get('class_weights')}")
+            f"validated on {settings['n_val']}, loss weights {settings.get('class_weights')}{grid}")
+
+
+def _mm(spacing) -> str:
+    return " x ".join(f"{float(s):g}" for s in spacing)
+
+
+def first_stages_card(recipe):
+    """The card stages 1 and 2 train with: the recipe's card, on ``first_spacing`` where it has one."""
+    card = card_from_dict(dict(recipe.card))
+    if recipe.first_spacing is not None:
+        card.preprocessing.spacing = list(recipe.first_spacing)
+    return card
 
 
 def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
@@ -98,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.model]
     torch.set_num_threads(max(1, args.threads))
     card = card_from_dict(dict(recipe.card))
+    first_card = first_stages_card(recipe)
     from napari_medseg.core import phantoms
 
-    card.labels = phantoms.CT_LABELS if recipe.kind == "ct-abdomen" else phantoms.MR_LABELS
+    card.labels = first_card.labels = phantoms.CT_LABELS if recipe.kind == "ct-abdomen" else phantoms.MR_LABELS
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v}
     n_train = args.n_train or recipe.n_train
     work = args.work / recipe.name
@@ -125,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = []
     if args.stage in ("all", "1"):
-        result = train(card, train_pairs, work / "card.yaml", config, val_pairs=val_pairs, progress=progress,
+        result = train(first_card, train_pairs, work / "card.yaml", config, val_pairs=val_pairs, progress=progress,
                        resume=args.resume)
         if result.stopped or result.card_path is None:
             print(f"{recipe.name}: stopped before the end; nothing installed", flush=True)
@@ -141,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         ft_settings = {**recipe.train, **recipe.finetune, **overrides}
         ft_config = TrainConfig(**{**ft_settings, "seed": 1, "checkpoint": str(ft_dir / "ckpt.pt")})
         print(f"{recipe.name}: stage 2 from {init}", flush=True)
-        result = train(card, train_pairs, ft_dir / "card.yaml", ft_config, val_pairs=val_pairs, init=str(init),
-                       progress=progress, resume=args.resume)
+        result = train(first_card, train_pairs, ft_dir / "card.yaml", ft_config, val_pairs=val_pairs,
+                       init=str(init), progress=progress, resume=args.resume)
         if result.stopped or result.card_path is None:
             print(f"{recipe.name}: stage 2 stopped before the end; nothing installed", flush=True)
             return 1

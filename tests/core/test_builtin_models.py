@@ -98,3 +98,26 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     assert "unenhanced" not in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
     text = lesion_stage_text(RECIPES["ct-abdomen-2d"], {**settings, "extra_unenhanced": 16})
     assert "(seeds 2000-2023) and 16 unenhanced ones (seeds 3000-3015), validated on 8" in text
+
+
+def test_first_stages_train_on_the_recipe_first_grid_and_the_lesion_stage_on_the_card_grid():
+    """ct-abdomen-3d's stages 1-2 ran at 2.5 mm slices and its lesion stage (the shipped model) at 2.0:
+    a retrain must do the same, and the card must say which grid each stage had."""
+    import sys
+
+    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
+    try:
+        from model_recipes import RECIPES
+        from train_builtin_models import first_stages_card, lesion_stage_text
+    finally:
+        sys.path.pop(0)
+    recipe = RECIPES["ct-abdomen-3d"]
+    assert list(first_stages_card(recipe).preprocessing.spacing) == [1.5, 1.5, 2.5]
+    assert recipe.card["preprocessing"]["spacing"] == [1.5, 1.5, 2.0]  # the template is not changed
+    assert list(load_model("ct-abdomen-3d")[0].preprocessing.spacing) == [1.5, 1.5, 2.0]
+    settings = {"extra_phantoms": 48, "extra_lesions": 5, "n_val": 8, "class_weights": None}
+    assert "on a 1.5 x 1.5 x 2 mm grid (the stages before it: 1.5 x 1.5 x 2.5 mm)" in lesion_stage_text(
+        recipe, settings)
+    two_d = RECIPES["ct-abdomen-2d"]
+    assert list(first_stages_card(two_d).preprocessing.spacing) == two_d.card["preprocessing"]["spacing"]
+    assert "grid" not in lesion_stage_text(two_d, settings)
