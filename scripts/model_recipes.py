@@ -158,12 +158,16 @@ RECIPES: dict[str, Recipe] = {
         card={
             "name": "mr-brain",
             "description": "Brain tissues (CSF, grey and white matter) and tumour with oedema on T1-like or "
-                           "FLAIR-like MRI, axial slice by slice at 1 mm in-plane. Demonstration model trained "
+                           "FLAIR-like MRI, axial slice by slice at 0.9 mm in-plane. Demonstration model trained "
                            "on synthetic phantoms only: not for patients.",
             "modality": "MR",
             "labels": _MR_LABELS,
             "network": _unet_2d(out_channels=6),
-            "preprocessing": {**_MR_PRE, "spacing": [1.0, 1.0]},
+            # 0.9 mm in-plane: stages 1-2 ran at 1.0 mm (``first_spacing``); the lesion stage on 0.9 mm, on
+            # 40 tuning phantoms: tissue 0.923 -> 0.939, tumour Dice 0.53 -> 0.59, oedema 0.86 -> 0.88,
+            # tumour detection 0.87/0.70 -> 0.93/0.81 (the 1.0 mm weights run at 0.9 mm alone: tissue
+            # 0.927 but tumour 0.51, oedema 0.85); its best validation Dice was 0.831 against 0.758 at 1.0
+            "preprocessing": {**_MR_PRE, "spacing": [0.9, 0.9]},
             "inference": _AXIAL_2D,
             "output": {"activation": "softmax", "resample": "linear"},
             "postprocess": [{"op": "keep_inside", "labels": [4], "host": [2, 3, 5], "min_fraction": 0.5}],
@@ -179,6 +183,7 @@ RECIPES: dict[str, Recipe] = {
         lesion_stage={"epochs": 20, "lr": 5e-4, "warmup_iterations": 20, "patience": 10,
                       "class_weights": {"tumour": 3.0, "oedema": 2.0}, "extra_phantoms": 24, "n_val": 8},
         lesion_labels=("tumour", "oedema"),
+        first_spacing=[1.0, 1.0],
     ),
 }
 

@@ -101,8 +101,9 @@ def test_trained_on_names_the_stage_each_stage_started_from():
 
 
 def test_first_stages_train_on_the_recipe_first_grid_and_the_lesion_stage_on_the_card_grid():
-    """ct-abdomen-3d's stages 1-2 ran at 2.5 mm slices and its lesion stage (the shipped model) at 2.0:
-    a retrain must do the same, and the card must say which grid each stage had."""
+    """ct-abdomen-3d's stages 1-2 ran at 2.5 mm slices and its lesion stage (the shipped model) at 2.0,
+    mr-brain's at 1.0 and 0.9 mm in-plane: a retrain must do the same, and the card must say which grid
+    each stage had."""
     import sys
 
     sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
@@ -121,3 +122,6 @@ def test_first_stages_train_on_the_recipe_first_grid_and_the_lesion_stage_on_the
     two_d = RECIPES["ct-abdomen-2d"]
     assert list(first_stages_card(two_d).preprocessing.spacing) == two_d.card["preprocessing"]["spacing"]
     assert "grid" not in lesion_stage_text(two_d, settings)
+    mr = RECIPES["mr-brain"]  # stages 1-2 at 1.0 mm in-plane, the lesion stage and the shipped card at 0.9
+    assert list(first_stages_card(mr).preprocessing.spacing) == [1.0, 1.0]
+    assert list(load_model("mr-brain")[0].preprocessing.spacing) == [0.9, 0.9]
