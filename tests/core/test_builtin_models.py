@@ -20,6 +20,19 @@ from napari_medseg.core.registry import PACKAGE_MODELS, list_models
 BUILTIN = {"ct-abdomen-3d": "ct", "ct-abdomen-2d": "ct", "mr-brain": "mr"}
 
 
+def _scripts():
+    """``scripts/model_recipes.py`` and ``scripts/train_builtin_models.py``, imported from the checkout."""
+    import sys
+
+    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
+    try:
+        import model_recipes
+        import train_builtin_models
+    finally:
+        sys.path.pop(0)
+    return model_recipes, train_builtin_models
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b)))
 
@@ -56,15 +69,9 @@ def test_shipped_model_segments_an_unseen_phantom(name):
 
 def test_shipped_cards_are_what_the_recipe_trains(tmp_path):
     """scripts/model_recipes.py is the reproducible recipe: its templates must be the shipped cards."""
-    import sys
-
     from napari_medseg.core.models import card_from_dict, load_card, save_card
 
-    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
-    try:
-        from model_recipes import RECIPES
-    finally:
-        sys.path.pop(0)
+    RECIPES = _scripts()[0].RECIPES
     assert set(RECIPES) == set(BUILTIN)
     for name, recipe in RECIPES.items():
         template = load_card(save_card(card_from_dict(dict(recipe.card)), tmp_path / f"{name}.yaml"),
@@ -76,14 +83,8 @@ def test_shipped_cards_are_what_the_recipe_trains(tmp_path):
 
 def test_trained_on_names_the_stage_each_stage_started_from():
     """A recipe without stage 2 runs stage 3 from stage 1's weights, and the card must say so."""
-    import sys
-
-    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
-    try:
-        from model_recipes import RECIPES
-        from train_builtin_models import lesion_stage_text, stages_text
-    finally:
-        sys.path.pop(0)
+    recipes, trainer = _scripts()
+    RECIPES, lesion_stage_text, stages_text = recipes.RECIPES, trainer.lesion_stage_text, trainer.stages_text
     record = {"epochs_run": 5, "best_val_dice": 0.8, "best_epoch": 4, "early_stopped": False}
     text = stages_text(RECIPES["ct-abdomen-2d"], [{**record, "stage": "1"},
                                                   {**record, "stage": "3", "extra": "plus 24 phantoms"}], 40, 8)
@@ -104,14 +105,9 @@ def test_first_stages_train_on_the_recipe_first_grid_and_the_lesion_stage_on_the
     """ct-abdomen-3d's stages 1-2 ran at 2.5 mm slices and its lesion stage (the shipped model) at 2.0,
     mr-brain's at 1.0 and 0.9 mm in-plane: a retrain must do the same, and the card must say which grid
     each stage had."""
-    import sys
-
-    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
-    try:
-        from model_recipes import RECIPES
-        from train_builtin_models import first_stages_card, lesion_stage_text
-    finally:
-        sys.path.pop(0)
+    recipes, trainer = _scripts()
+    RECIPES, first_stages_card, lesion_stage_text = (recipes.RECIPES, trainer.first_stages_card,
+                                                     trainer.lesion_stage_text)
     recipe = RECIPES["ct-abdomen-3d"]
     assert list(first_stages_card(recipe).preprocessing.spacing) == [1.5, 1.5, 2.5]
     assert recipe.card["preprocessing"]["spacing"] == [1.5, 1.5, 2.0]  # the template is not changed
