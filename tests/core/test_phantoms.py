@@ -119,6 +119,23 @@ def test_ct_kidney_cysts_are_water_dense_and_labelled_kidney_not_lesion():
     assert not (ph.labels.array[ndimage.binary_dilation(kidney)] == 7).any()
 
 
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_ct_kidneys_lie_in_perirenal_fat_apart_from_liver_and_spleen(seed):
+    """The fat plane that makes a kidney's edge visible in the unenhanced phase, where kidney and
+    spleen differ by a few tens of HU: no liver or spleen voxel within 1.5 mm of a kidney, and most
+    of the kidney's outer shell fat-dense (the rest is muscle behind it and the renal hilum)."""
+    spacing = (3.0, 1.5, 1.5)
+    ph = abdomen_ct(seed, spacing=spacing)
+    labels, hu = ph.labels.array, ph.image.array
+    for kidney in (3, 4):
+        inside = labels == kidney
+        dist = ndimage.distance_transform_edt(~inside, sampling=spacing)
+        for organ in (1, 2):
+            assert dist[labels == organ].min() > 1.5, (kidney, organ)
+        shell = (dist > 0) & (dist <= 1.5) & (labels == 0)
+        assert np.mean(hu[shell] < -30) > 0.75, kidney
+
+
 def test_ct_lesion_count_can_be_fixed_and_is_checked():
     assert len(abdomen_ct(2, spacing=CT_COARSE, lesions=0).lesions) == 0
     many = abdomen_ct(2, spacing=(3.0, 2.0, 2.0), lesions=5).lesions

@@ -19,7 +19,7 @@ from napari_medseg.core.phantom_common import (
     superellipse,
     tube,
 )
-from napari_medseg.core.phantom_ct_structures import liver_lesions, ribs, vessel_tree
+from napari_medseg.core.phantom_ct_structures import liver_lesions, perirenal_fat, ribs, vessel_tree
 from napari_medseg.core.phantom_ct_tissues import (
     AORTA,
     BOWEL,
@@ -78,8 +78,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     and the heart's lower edge at the top, bowel with gas, stomach, gallbladder, ribs, spinal canal
     and intervertebral discs (context, unlabelled), and the labelled organs of :data:`CT_LABELS`:
     liver on the patient's right (world -L), spleen posterolateral left, both kidneys posterior
-    beside the spine (the right one lower), the aorta anterior-left of the vertebral bodies and the
-    vertebrae in the posterior midline. Each organ is a smoothly deformed ellipsoid (or union of
+    beside the spine (the right one lower) in a rim of perirenal fat 1.5-8 mm thick, the aorta
+    anterior-left of the vertebral bodies and the vertebrae in the posterior midline. Each organ is a smoothly deformed ellipsoid (or union of
     two, for the liver) with randomised size, position and tilt.
 
     Liver lesions (0-5, diameters 5-40 mm, log-uniform) are hypodense or hyperdense by 20-60 HU
@@ -112,7 +112,8 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
         A :class:`Phantom`: int16 HU image, uint8 labels with :data:`CT_LABELS`, the lesion list
         and the drawn facts.
     """
-    rs = streams(seed, "anatomy", "geometry", "intensity", "lesions", "noise", "fields")
+    # "perirenal" comes last: a stream added later must not change the draws of the others
+    rs = streams(seed, "anatomy", "geometry", "intensity", "lesions", "noise", "fields", "perirenal")
     an, fr = rs["anatomy"], rs["fields"]
     u = an.uniform
     k = u(0.88, 1.12)  # organ size factor
@@ -225,6 +226,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
                      rot).attach(fr)
         if (m := sinus.mask(grid)) is not None:
             paint(tissue, *m, CAVITY_FAT, only=(kid,))
+        # perirenal fat 1.5-8 mm: thin in lean patients, where the fat plane is barely visible
+        perirenal_fat(grid, tissue, kidney, kid, rs["perirenal"].uniform(1.5, 8.0),
+                      only=(CAVITY_FAT, BOWEL, GAS))
 
     # liver: right lobe + left lobe
     ap = b_ant_c + b_post_c

@@ -1,4 +1,5 @@
-"""Structures drawn inside the abdominal CT phantom: hepatic vessels, ribs and liver lesions.
+"""Structures drawn inside the abdominal CT phantom: hepatic vessels, ribs, liver lesions and the
+perirenal fat.
 
 Each paints tissue classes of :mod:`napari_medseg.core.phantom_ct_tissues` into the tissue array
 of :func:`napari_medseg.core.phantom_ct.abdomen_ct`, from its own random stream, so the same
@@ -8,6 +9,7 @@ seed gives the same structures.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from napari_medseg.core.phantom_common import Blob, Grid, capsule, paint
 from napari_medseg.core.phantom_ct_tissues import (
@@ -18,9 +20,32 @@ from napari_medseg.core.phantom_ct_tissues import (
     LUNG,
     MAX_LESIONS,
     MUSCLE,
+    PERIRENAL_FAT,
     RIB,
     VESSEL,
 )
+
+
+def perirenal_fat(grid: Grid, tissue: np.ndarray, kidney: Blob, value: int, thickness_mm: float,
+                  only) -> None:
+    """A rim of fat ``thickness_mm`` thick around a drawn kidney, painted over ``only``.
+
+    Why: the kidneys lie in Gerota's fascia, wrapped in perirenal fat that keeps them apart from
+    the liver and the spleen (intraperitoneal organs drawn after the kidneys, only over cavity
+    tissues, so they take the rim's impression). Without it the spleen touched the left kidney
+    directly; in the unenhanced phase the two differ by 0-30 HU, and a kidney with no fat plane
+    has no visible edge there. The rim is measured in millimetres on the scan's own grid, so it is
+    the same anatomy at any slice thickness.
+    """
+    lo, hi = kidney.extent()
+    box = grid.box(lo - thickness_mm - 1, hi + thickness_mm + 1)
+    if box is None:
+        return
+    inside = tissue[box] == value
+    if not inside.any():
+        return
+    dist = ndimage.distance_transform_edt(~inside, sampling=grid.spacing)
+    paint(tissue, box, (dist <= thickness_mm) & ~inside, PERIRENAL_FAT, only=only)
 
 
 def vessel_tree(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, roots) -> None:
