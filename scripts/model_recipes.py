@@ -81,9 +81,8 @@ class Recipe:
 
 
 # The CT figures in the comments below were measured on the phantoms as they were before the
-# kidneys got their perirenal fat (``perirenal_fat`` in phantom_ct_structures.py). The 3D recipe was
-# then run again unchanged on the new phantoms; the shipped 2D weights are still those trained on the
-# phantoms before (evaluated on the new ones). The README gives the figures before and after.
+# kidneys got their perirenal fat (``perirenal_fat`` in phantom_ct_structures.py). Both CT recipes
+# were then run again unchanged on the new phantoms; the README gives the figures before and after.
 RECIPES: dict[str, Recipe] = {
     "ct-abdomen-3d": Recipe(
         name="ct-abdomen-3d", kind="ct-abdomen", n_train=40, n_val=4,
