@@ -79,8 +79,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     and intervertebral discs (context, unlabelled), and the labelled organs of :data:`CT_LABELS`:
     liver on the patient's right (world -L), spleen posterolateral left, both kidneys posterior
     beside the spine (the right one lower) in a rim of perirenal fat 1.5-8 mm thick, the aorta
-    anterior-left of the vertebral bodies and the vertebrae in the posterior midline. Each organ is a smoothly deformed ellipsoid (or union of
-    two, for the liver) with randomised size, position and tilt.
+    anterior-left of the vertebral bodies and the vertebrae in the posterior midline. Each organ
+    is a smoothly deformed ellipsoid (or union of two, for the liver) with randomised size,
+    position and tilt.
 
     Liver lesions (0-5, diameters 5-40 mm, log-uniform) are hypodense or hyperdense by 20-60 HU
     against the liver and lie inside it. Kidney cysts (water density, 6-30 mm) are labelled as

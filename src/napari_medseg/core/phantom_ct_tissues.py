@@ -16,7 +16,9 @@ from napari_medseg.core.phantom_common import Grid, SmoothField, gaussian_noise_
 AIR, SKIN, FAT, MUSCLE, CAVITY_FAT, BOWEL, GAS, LUNG, HEART, FLUID = range(10)
 LIVER, SPLEEN, KIDNEY_L, KIDNEY_R, CYST_L, CYST_R, AORTA, IVC = range(10, 18)
 CORTEX, MARROW, DISC, CANAL, RIB, GALLBLADDER, VESSEL, PANCREAS = range(18, 26)
-PERIRENAL_FAT = 26  # the fat in Gerota's fascia around each kidney (drawn as retroperitoneal fat)
+# the fat in Gerota's fascia around each kidney: it looks like cavity fat, but is its own tissue so
+# that liver and spleen, which are painted over cavity fat, leave it in place
+PERIRENAL_FAT = 26
 LESION0 = 30  # lesion k is tissue LESION0 + k
 MAX_LESIONS = 5
 N_TISSUES = LESION0 + MAX_LESIONS
