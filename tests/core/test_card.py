@@ -119,6 +119,12 @@ def test_load_model_from_a_card_returns_an_eval_network_with_the_saved_weights(t
          "postprocess[0].labels: keep_inside needs the labels to judge"),
         ({"postprocess": [{"op": "keep_inside", "labels": [2], "host": [1], "min_fraction": 2}]},
          "postprocess[0].min_fraction: expected a share between 0 and 1"),
+        ({"postprocess": [{"op": "remove_elongated", "labels": [2], "max_elongation": 0.5}]},
+         "postprocess[0].max_elongation: remove_elongated needs a ratio of the longest to the shortest axis >= 1"),
+        ({"postprocess": [{"op": "remove_elongated", "labels": [2]}]},
+         "postprocess[0].max_elongation: remove_elongated needs a ratio"),
+        ({"postprocess": [{"op": "remove_elongated", "labels": [2], "max_elongation": 2, "max_width_mm": -1}]},
+         "postprocess[0].max_width_mm: expected a width in mm > 0, got -1"),
         ({"weights": "missing.pt"}, "weights: file"),
         ({"preprocesing": {}}, "preprocesing: unknown field"),
         ({"inference__roi": [1, 2, 3]}, "inference.roi: unknown field"),
@@ -171,3 +177,4 @@ def test_an_unavailable_device_falls_back_to_the_cpu_with_a_warning(tmp_path, ca
     assert "no CUDA device" in caplog.text
     with pytest.raises(ModelError, match="not a device name"):
         load_model(path, device="gpu-please")
+

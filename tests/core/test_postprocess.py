@@ -12,7 +12,9 @@ from napari_medseg.core.postprocess import (
     keep_inside,
     keep_largest_component,
     merge_labels,
+    principal_axes_mm,
     relabel,
+    remove_elongated,
     remove_small_islands,
     split_instances,
     split_label,
@@ -306,3 +308,61 @@ def test_a_cards_postprocess_steps_run_in_order_with_the_scan_spacing():
     assert np.count_nonzero(gone == 2) == 0
     with pytest.raises(InferenceError, match="keep_inside"):
         apply_postprocess([{"op": "smooth"}], a, (1.0,) * 3)
+
+
+def _ball(shape, centre_mm, radius_mm, spacing) -> np.ndarray:
+    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    return sum((g - c) ** 2 for g, c in zip(grids, centre_mm)) <= radius_mm ** 2
+
+
+def _ratio(mask, spacing=None) -> float:
+    axes = principal_axes_mm(mask, spacing)
+    return float(axes[0] / axes[-1])
+
+
+def test_principal_axes_of_a_ball_cut_into_thick_slices_stay_round_and_a_bar_measures_its_sides():
+    # a 12 mm ball on 5 mm slices (3 slices) and 0.7 mm pixels stays round; an 8 mm disc on one 5 mm
+    # slice is round only thanks to the voxel-extent term (without it, its shortest axis would be 0)
+    ball = _ball((9, 40, 40), (20.0, 14.0, 14.0), 6.0, (5.0, 0.7, 0.7))
+    assert np.count_nonzero(ball.any(axis=(1, 2))) == 3
+    assert 1.0 <= _ratio(ball, (5.0, 0.7, 0.7)) < 1.4
+    disc = _ball((9, 40, 40), (20.0, 14.0, 14.0), 4.0, (5.0, 0.7, 0.7))
+    assert np.count_nonzero(disc.any(axis=(1, 2))) == 1
+    assert _ratio(disc, (5.0, 0.7, 0.7)) < 1.5
+    # a 2 x 2 x 20 voxel bar of 1 mm voxels: variances 20**2/12 and 2**2/12 (centres plus extent);
+    # the ellipsoid with those moments has axes 2 sqrt(5 var)
+    bar = np.zeros((4, 4, 24), dtype=bool)
+    bar[1:3, 1:3, 2:22] = True
+    np.testing.assert_allclose(principal_axes_mm(bar), 2 * np.sqrt(5 * np.array([400, 4, 4]) / 12))
+    assert _ratio(bar, (1.0, 1.0, 0.1)) == pytest.approx(1.0)  # 2 x 2 x 2 mm: a cube
+    with pytest.raises(ValueError, match="empty"):
+        principal_axes_mm(np.zeros((3, 3), dtype=bool))
+
+
+def test_remove_elongated_drops_tubes_into_the_label_around_them_and_keeps_round_lesions():
+    sp = (2.0, 0.8, 0.8)
+    a = np.zeros((20, 60, 60), dtype=np.uint8)
+    a[1:19, 2:58, 2:58] = 1                                     # the "liver"
+    ball = _ball(a.shape, (20.0, 15.0, 15.0), 7.0, sp)
+    a[ball] = 7                                                 # a round 14 mm lesion
+    a[8:11, 30:33, 5:55] = 7                                    # a 6 x 2.4 x 40 mm "vessel" inside the liver
+    a[0, 40:44, 40:42] = 7                                      # a small flat one outside: 2 x 3.2 x 1.6 mm
+    assert _ratio(a[0:1, 40:44, 40:42] == 7, sp) == pytest.approx(2.0)
+    out = remove_elongated(a, 2.1, spacing=sp, labels=[7])
+    assert (out[ball] == 7).all()                               # kept
+    assert (out[8:11, 30:33, 5:55] == 1).all()                  # the tube became liver, not a hole
+    assert (out[0, 40:44, 40:42] == 7).all()                    # ratio 2.0: kept
+    assert np.array_equal(out[a != 7], a[a != 7])               # nothing else changes
+    # ratio 1.9 removes the small one too, into the background its shell mostly is
+    assert not (remove_elongated(a, 1.9, sp, labels=[7])[0, 40:44, 40:42]).any()
+    # a width limit keeps tubes at least that wide: the 6 x 2.4 mm tube's ellipsoid is
+    # 2 sqrt(5 * 2.4**2 / 12) = 3.1 mm across at its narrowest
+    assert principal_axes_mm(a[8:11, 30:33, 5:55] == 7, sp)[-1] == pytest.approx(3.098, abs=1e-3)
+    wide_only = remove_elongated(a, 2.1, sp, labels=[7], max_width_mm=3.0)
+    assert (wide_only[8:11, 30:33, 5:55] == 7).all()
+    assert (remove_elongated(a, 2.1, sp, labels=[7], max_width_mm=3.2)[8:11, 30:33, 5:55] == 1).all()
+    assert np.array_equal(remove_elongated(a, 100.0, sp, labels=[7]), a)
+    with pytest.raises(ValueError, match="max_elongation"):
+        remove_elongated(a, 0.5, sp)
+    with pytest.raises(ValueError, match="max_width_mm"):
+        remove_elongated(a, 2.0, sp, max_width_mm=0)

@@ -139,7 +139,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Run a card's ``postprocess`` steps (``largest_component``, ``remove_small``, ``fill_holes``,
-    ``keep_inside``); :mod:`napari_medseg.core.postprocess` explains each."""
+    ``keep_inside``, ``remove_elongated``); :mod:`napari_medseg.core.postprocess` explains each."""
     from napari_medseg.core import postprocess as pp
 
     for step in steps:
@@ -154,9 +154,13 @@ def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequenc
             array = pp.fill_holes(array, labels=labels)
         elif op == "keep_inside":
             array = pp.keep_inside(array, labels, step["host"], float(step.get("min_fraction", 0.5)))
+        elif op == "remove_elongated":
+            width = step.get("max_width_mm")
+            array = pp.remove_elongated(array, float(step["max_elongation"]), spacing=spacing, labels=labels,
+                                        max_width_mm=None if width is None else float(width))
         else:
             raise InferenceError(f"postprocess op {op!r}: expected one of largest_component, remove_small, "
-                                 "fill_holes, keep_inside")
+                                 "fill_holes, keep_inside, remove_elongated")
     return array
 
 

@@ -280,6 +280,14 @@ def _check_postprocess(steps: Any) -> None:
         if step["op"] == "remove_small" and not (_is_num(step.get("min_ml")) and step["min_ml"] >= 0):
             raise CardError(f"postprocess[{i}].min_ml: remove_small needs a volume in mL >= 0, "
                             f"got {step.get('min_ml')!r}")
+        if step["op"] == "remove_elongated":
+            ratio = step.get("max_elongation")
+            if not (_is_num(ratio) and math.isfinite(ratio) and ratio >= 1):
+                raise CardError(f"postprocess[{i}].max_elongation: remove_elongated needs a ratio of the longest "
+                                f"to the shortest axis >= 1, got {ratio!r}")
+            width = step.get("max_width_mm")
+            if width is not None and not (_is_num(width) and math.isfinite(width) and width > 0):
+                raise CardError(f"postprocess[{i}].max_width_mm: expected a width in mm > 0, got {width!r}")
         if step["op"] == "keep_inside":
             host = step.get("host")
             if not (isinstance(labels, list) and labels):

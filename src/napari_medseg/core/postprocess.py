@@ -170,6 +170,86 @@ def keep_inside(array: np.ndarray, labels: Labels, host: int | Iterable[int], mi
     return finish(out)
 
 
+def principal_axes_mm(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Full axis lengths in mm, longest first, of the solid ellipsoid with the mask's second moments.
+
+    A uniform solid ellipsoid with semi-axis ``a`` has variance ``a**2 / 5`` along it, so each
+    axis is ``2 * sqrt(5 * eigenvalue)`` of the covariance of the voxel centres in mm plus each
+    voxel's own extent (``s**2 / 12`` per axis, the variance of a uniform voxel). Without that
+    term a lesion seen on one thick slice would have a zero-length axis; with it, a disc on one
+    5 mm slice and a 12 mm ball on three 5 mm slices both stay close to round.
+    """
+    sp = check_spacing(spacing, mask.ndim)
+    pts = np.argwhere(mask) * sp
+    if not len(pts):
+        raise ValueError("principal axes of an empty mask")
+    cov = np.diag(sp ** 2 / 12.0)
+    if len(pts) > 1:
+        cov = cov + np.cov(pts.T, bias=True)
+    return 2.0 * np.sqrt(5.0 * np.linalg.eigvalsh(cov)[::-1])
+
+
+def remove_elongated(array: np.ndarray, max_elongation: float, spacing: Sequence[float] | None = None,
+                     labels: Labels = None, max_width_mm: float | None = None,
+                     connectivity: int = 1) -> np.ndarray:
+    """Remove tube-like components: longer than ``max_elongation`` times their width (and, with
+    ``max_width_mm``, narrower than that); they take the label that surrounds them.
+
+    Tumours and cysts are round or ovoid; a vessel that a network mistakes for a lesion is a tube.
+    The ratio of a component's longest to its shortest principal axis
+    (:func:`principal_axes_mm`) separates them where intensity cannot. A large lesion that the
+    network found only in part can be elongated too, but it is wider than any vessel, which is
+    what ``max_width_mm`` keeps (the portal vein, the widest vessel in the liver, is about 13 mm).
+    On this project's CT tuning phantoms, ratio 2 and width 12 mm removed 13 of the 17 false
+    >= 10 mm lesions of ``ct-abdomen-3d`` and none of its true ones (``scripts/model_recipes.py``).
+    A removed component becomes the most common label of its shell (the face neighbours just
+    outside it), so a rejected "lesion" inside the liver becomes liver instead of a hole;
+    background when the shell holds nothing else.
+
+    Args:
+        array: label map.
+        max_elongation: components whose axis ratio is strictly above this are removed (>= 1).
+        spacing: voxel size in mm per axis (None: 1 mm); the axes are measured in mm.
+        labels: label value(s), or None for every label present.
+        max_width_mm: only components whose shortest axis is below this are removed; None: any.
+        connectivity: which neighbours join a component.
+
+    Returns:
+        A new label map.
+    """
+    array = check_label_array(array)
+    sp = check_spacing(spacing, array.ndim)
+    if not np.isfinite(max_elongation) or max_elongation < 1:
+        raise ValueError(f"max_elongation={max_elongation} must be a finite ratio >= 1")
+    if max_width_mm is not None and not (np.isfinite(max_width_mm) and max_width_mm > 0):
+        raise ValueError(f"max_width_mm={max_width_mm} must be a width in mm > 0")
+    shell_structure = connectivity_structure(array.ndim, 1)
+    out = array.copy()
+    boxes = label_boxes(array)
+    removed = 0
+    for value in requested_labels(boxes, labels):
+        box = boxes.get(value)
+        if box is None:
+            continue
+        box = pad_box(box, array.shape, 1)
+        mask = array[box] == value
+        comp, n = components(mask, connectivity)
+        for i, sub in enumerate(ndimage.find_objects(comp), start=1):
+            sub = pad_box(sub, mask.shape, 1)
+            piece = comp[sub] == i
+            axes = principal_axes_mm(piece, sp)
+            if axes[0] <= max_elongation * axes[-1] or (max_width_mm is not None and axes[-1] >= max_width_mm):
+                continue
+            shell = ndimage.binary_dilation(piece, structure=shell_structure) & ~piece
+            around = array[box][sub][shell]
+            around = around[around != value]
+            fill = int(np.bincount(around).argmax()) if around.size else 0
+            out[box][sub][piece] = fill
+            removed += 1
+    logger.info("remove_elongated: removed %d components longer than %g times their width", removed, max_elongation)
+    return finish(out)
+
+
 def fill_holes(array: np.ndarray, labels: Labels = None, mode: str = "3d", axis: int = 0,
                overwrite: bool = False, connectivity: int = 1) -> np.ndarray:
     """Fill the holes of each chosen label: regions it encloses completely.
