@@ -49,9 +49,12 @@ def _pairs(kind: str, seeds: range, **kwargs) -> list[TrainingPair]:
     return pairs
 
 
-def _lesion_kwargs(recipe, n_lesions: int) -> dict:
-    """How a lesion-rich phantom of stage 3 is asked for: ``n_lesions`` liver lesions (CT), a tumour (MR)."""
-    return {"lesions": n_lesions} if recipe.kind == "ct-abdomen" else {"tumour": True}
+def _lesion_kwargs(recipe, n_lesions: int, hyper_share: float | None = None) -> dict:
+    """How a lesion-rich phantom of stage 3 is asked for: ``n_lesions`` liver lesions (CT), a
+    ``hyper_share`` of them hyperdense where the recipe sets one; a tumour (MR)."""
+    if recipe.kind != "ct-abdomen":
+        return {"tumour": True}
+    return {"lesions": n_lesions} | ({"hyper_share": hyper_share} if hyper_share is not None else {})
 
 
 def lesion_stage_text(recipe, settings: dict) -> str:
@@ -59,6 +62,8 @@ def lesion_stage_text(recipe, settings: dict) -> str:
     with ``extra_phantoms``, ``extra_lesions`` and ``n_val``)."""
     n = settings["extra_phantoms"]
     each = (f"{settings['extra_lesions']} lesions each" if recipe.kind == "ct-abdomen" else "a tumour each")
+    if settings.get("extra_hyper_share") is not None:
+        each += f", {settings['extra_hyper_share']:.0%} of them hyperdense"
     plain = settings.get("extra_unenhanced", 0)
     plain_text = (f" and {plain} unenhanced ones (seeds {UNENHANCED_SEED0}-{UNENHANCED_SEED0 + plain - 1})"
                   if plain else "")
@@ -167,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         stages.append(("2", ft_settings, result))
     if args.stage in ("all", "3") and recipe.lesion_stage:
         ls = dict(recipe.lesion_stage)
-        stage3_facts = {k: ls.pop(k) for k in ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_val")
-                        if k in ls}
+        stage3_facts = {k: ls.pop(k) for k in ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_val",
+                                                "extra_hyper_share") if k in ls}
         n_extra = stage3_facts.get("extra_phantoms", 0)
         n_lesions = stage3_facts.get("extra_lesions", 5)  # liver lesions per CT phantom; MR: one tumour
         n_val3 = stage3_facts.get("n_val", recipe.n_val)
@@ -181,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         lesion_dir = work / "lesions"
         lesion_dir.mkdir(exist_ok=True)
+        hyper = stage3_facts.get("extra_hyper_share")  # CT: share of hyperdense lesions in them
         extra = _pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra),
-                       **_lesion_kwargs(recipe, n_lesions))
+                       **_lesion_kwargs(recipe, n_lesions, hyper))
         if n_plain:
             extra += _pairs(recipe.kind, range(UNENHANCED_SEED0, UNENHANCED_SEED0 + n_plain), phase="unenhanced")
         val3 = _pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val3))
@@ -198,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         facts = {"extra_phantoms": n_extra, "n_val": n_val3}
         if recipe.kind == "ct-abdomen":
             facts["extra_lesions"] = n_lesions
+            if hyper is not None:
+                facts["extra_hyper_share"] = hyper
         if n_plain:
             facts["extra_unenhanced"] = n_plain
         stages.append(("3", {**ls_settings, **facts}, result))

@@ -95,7 +95,9 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     assert "stage 3: 5 epochs from stage 2's best weights" in text
     settings = {"extra_phantoms": 24, "extra_lesions": 5, "n_val": 8, "class_weights": {"tumour": 3.0}}
     assert "24 phantoms with a tumour each (seeds 2000-2023)" in lesion_stage_text(RECIPES["mr-brain"], settings)
-    assert "with 5 lesions each" in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
+    assert "with 5 lesions each (seeds" in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
+    hyper = lesion_stage_text(RECIPES["ct-abdomen-3d"], {**settings, "extra_hyper_share": 0.6})
+    assert "with 5 lesions each, 60% of them hyperdense (seeds 2000-2023)" in hyper
     assert "unenhanced" not in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
     text = lesion_stage_text(RECIPES["ct-abdomen-2d"], {**settings, "extra_unenhanced": 16})
     assert "(seeds 2000-2023) and 16 unenhanced ones (seeds 3000-3015), validated on 8" in text

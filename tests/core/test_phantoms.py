@@ -144,6 +144,23 @@ def test_ct_lesion_count_can_be_fixed_and_is_checked():
         abdomen_ct(2, spacing=CT_COARSE, lesions=6)
 
 
+def test_ct_hyperdense_share_changes_only_the_kinds_of_the_same_lesions():
+    plain = abdomen_ct(4, spacing=(3.0, 2.0, 2.0), lesions=5)
+    bright = abdomen_ct(4, spacing=(3.0, 2.0, 2.0), lesions=5, hyper_share=1.0)
+    dark = abdomen_ct(4, spacing=(3.0, 2.0, 2.0), lesions=5, hyper_share=0.0)
+    assert {les["kind"] for les in bright.lesions} == {"hyper"}
+    assert {les["kind"] for les in dark.lesions} == {"hypo"}
+    for a, b, c in zip(plain.lesions, bright.lesions, dark.lesions, strict=True):
+        assert a["centre_mm"] == b["centre_mm"] == c["centre_mm"]
+        assert a["diameter_mm"] == b["diameter_mm"] == c["diameter_mm"]
+        assert abs(a["contrast_hu"]) == b["contrast_hu"] == -c["contrast_hu"]
+    assert np.array_equal(plain.labels.array, bright.labels.array)
+    liver, lesion = bright.labels.array == 1, bright.labels.array == 7
+    assert _median(bright, 7) > np.median(bright.image.array[liver]) + 10 > np.median(dark.image.array[lesion]) + 20
+    with pytest.raises(ValueError, match="hyper_share"):
+        abdomen_ct(4, spacing=CT_COARSE, lesions=1, hyper_share=1.5)
+
+
 def test_ct_lesions_on_a_grid_coarser_than_a_lesion_are_skipped_not_a_crash():
     # 8 slices over 160-260 mm: a 5 mm lesion can fall between slice centres and cover no voxel
     for seed in (0, 1):

@@ -71,7 +71,7 @@ def _geometry(rng, shape, spacing, extent_z: float):
 
 
 def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | None = None,
-               lesions: int | None = None, phase: str | None = None) -> Phantom:
+               lesions: int | None = None, phase: str | None = None, hyper_share: float = 0.35) -> Phantom:
     """An abdominal CT phantom with organ and liver-lesion ground truth.
 
     The body has skin, subcutaneous fat, an abdominal wall of muscle, paraspinal muscles, lung bases
@@ -108,6 +108,9 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
         lesions: number of liver lesions to place (0-5); drawn when None.
         phase: contrast phase (``"unenhanced"``, ``"portal_venous"``, ``"arterial"``); drawn
             when None. Fixing it changes only the intensities, not the anatomy or the lesions.
+        hyper_share: probability that a lesion is hyperdense (else hypodense). Changing it changes
+            only the kinds (and so the contrasts) of the lesions, not their number, size or place;
+            training phantoms rich in the kind a model misses use it.
 
     Returns:
         A :class:`Phantom`: int16 HU image, uint8 labels with :data:`CT_LABELS`, the lesion list
@@ -295,7 +298,7 @@ def abdomen_ct(seed: int = 0, *, shape=None, spacing=None, orientation: str | No
     ribs(grid, tissue, an, section[3], a_c, b_post_c, k)
 
     # liver lesions, then hepatic vessels in the liver around them
-    lesion_list = liver_lesions(grid, tissue, rs["lesions"], (right, left), lesions)
+    lesion_list = liver_lesions(grid, tissue, rs["lesions"], (right, left), lesions, hyper_share)
     hilum = (right.centre[0] + 0.25 * right.radii[0], right.centre[1] + 0.1 * right.radii[1],
              right.centre[2] + 0.45 * right.radii[2])
     confluence = (u(5, 20) * k, ivc_y, ivc_x)  # hepatic veins join the IVC at the top

@@ -108,22 +108,25 @@ def ribs(grid: Grid, tissue: np.ndarray, rng, cavity_r: np.ndarray, a_c: float, 
 
 
 def liver_lesions(grid: Grid, tissue: np.ndarray, rng: np.random.Generator, lobes,
-                   count: int | None) -> list[dict]:
+                   count: int | None, hyper_share: float = 0.35) -> list[dict]:
     """Place 0-5 non-touching lesions inside the liver; returns their facts.
 
     Sizes, kinds and contrasts are drawn first and each lesion's position from its own stream, in
     world mm (not from the voxel list), so the same seed gives the same lesions at any spacing
     (a position may differ only where a coarse grid rejects a candidate a fine one accepts). A
     candidate is kept when the liver holds at least 85% of its sphere and it stays 3 mm away
-    from earlier lesions.
+    from earlier lesions. A lesion is hyperdense with probability ``hyper_share``; the draw is the
+    same for any share, so only the kinds it decides change.
     """
     n = int(rng.integers(0, MAX_LESIONS + 1)) if count is None else int(count)
     if not 0 <= n <= MAX_LESIONS:
         raise ValueError(f"lesions must be between 0 and {MAX_LESIONS}, got {count}")
+    if not 0.0 <= hyper_share <= 1.0:
+        raise ValueError(f"hyper_share must be a share between 0 and 1, got {hyper_share}")
     drawn = []
     for _ in range(n):
         diameter = float(np.exp(rng.uniform(np.log(5), np.log(40))))
-        kind = "hypo" if rng.uniform() < 0.65 else "hyper"
+        kind = "hypo" if rng.uniform() < 1.0 - hyper_share else "hyper"
         contrast = float(rng.uniform(20, 60)) * (-1 if kind == "hypo" else 1)
         drawn.append((diameter, kind, contrast, np.random.default_rng(rng.integers(2**63))))
     lo = np.minimum(*(b.extent()[0] for b in lobes))
