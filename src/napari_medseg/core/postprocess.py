@@ -119,6 +119,27 @@ def remove_small_islands(array: np.ndarray, min_volume_ml: float,
     return finish(out)
 
 
+def _pieces(array: np.ndarray, labels: Labels, connectivity: int):
+    """Each connected component of the chosen labels, for the judges below (``keep_inside``,
+    ``remove_elongated``): yields ``(value, where, piece, around)`` with ``piece`` the component's
+    mask inside the box ``where`` (a pair of slicings: ``array[where[0]][where[1]]``) and
+    ``around`` the labels of its shell, the face neighbours just outside it."""
+    shell_structure = connectivity_structure(array.ndim, 1)
+    boxes = label_boxes(array)
+    for value in requested_labels(boxes, labels):
+        box = boxes.get(value)
+        if box is None:
+            continue
+        box = pad_box(box, array.shape, 1)
+        mask = array[box] == value
+        comp, _ = components(mask, connectivity)
+        for i, sub in enumerate(ndimage.find_objects(comp), start=1):
+            sub = pad_box(sub, mask.shape, 1)
+            piece = comp[sub] == i
+            shell = ndimage.binary_dilation(piece, structure=shell_structure) & ~piece
+            yield value, (box, sub), piece, array[box][sub][shell]
+
+
 def keep_inside(array: np.ndarray, labels: Labels, host: int | Iterable[int], min_fraction: float = 0.5,
                 connectivity: int = 1) -> np.ndarray:
     """Remove components of ``labels`` that do not lie inside a ``host`` label.
@@ -146,26 +167,13 @@ def keep_inside(array: np.ndarray, labels: Labels, host: int | Iterable[int], mi
     hosts = np.asarray(requested_labels({}, host), dtype=np.int64)
     if not np.isfinite(min_fraction) or not 0.0 <= min_fraction <= 1.0:
         raise ValueError(f"min_fraction={min_fraction} must be a share between 0 and 1")
-    shell_structure = connectivity_structure(array.ndim, 1)
     out = array.copy()
-    boxes = label_boxes(array)
     dropped = 0
-    for value in requested_labels(boxes, labels):
-        box = boxes.get(value)
-        if box is None:
-            continue
-        box = pad_box(box, array.shape, 1)
-        mask = array[box] == value
-        comp, n = components(mask, connectivity)
-        for i, sub in enumerate(ndimage.find_objects(comp), start=1):
-            sub = pad_box(sub, mask.shape, 1)
-            piece = comp[sub] == i
-            shell = ndimage.binary_dilation(piece, structure=shell_structure) & ~piece
-            around = array[box][sub][shell]
-            inside = float(np.isin(around, hosts).mean()) if around.size else 0.0
-            if inside < min_fraction:
-                out[box][sub][piece] = 0
-                dropped += 1
+    for _value, (box, sub), piece, around in _pieces(array, labels, connectivity):
+        inside = float(np.isin(around, hosts).mean()) if around.size else 0.0
+        if inside < min_fraction:
+            out[box][sub][piece] = 0
+            dropped += 1
     logger.info("keep_inside: removed %d components outside labels %s", dropped, hosts.tolist())
     return finish(out)
 
@@ -223,29 +231,15 @@ def remove_elongated(array: np.ndarray, max_elongation: float, spacing: Sequence
         raise ValueError(f"max_elongation={max_elongation} must be a finite ratio >= 1")
     if max_width_mm is not None and not (np.isfinite(max_width_mm) and max_width_mm > 0):
         raise ValueError(f"max_width_mm={max_width_mm} must be a width in mm > 0")
-    shell_structure = connectivity_structure(array.ndim, 1)
     out = array.copy()
-    boxes = label_boxes(array)
     removed = 0
-    for value in requested_labels(boxes, labels):
-        box = boxes.get(value)
-        if box is None:
+    for value, (box, sub), piece, around in _pieces(array, labels, connectivity):
+        axes = principal_axes_mm(piece, sp)
+        if axes[0] <= max_elongation * axes[-1] or (max_width_mm is not None and axes[-1] >= max_width_mm):
             continue
-        box = pad_box(box, array.shape, 1)
-        mask = array[box] == value
-        comp, n = components(mask, connectivity)
-        for i, sub in enumerate(ndimage.find_objects(comp), start=1):
-            sub = pad_box(sub, mask.shape, 1)
-            piece = comp[sub] == i
-            axes = principal_axes_mm(piece, sp)
-            if axes[0] <= max_elongation * axes[-1] or (max_width_mm is not None and axes[-1] >= max_width_mm):
-                continue
-            shell = ndimage.binary_dilation(piece, structure=shell_structure) & ~piece
-            around = array[box][sub][shell]
-            around = around[around != value]
-            fill = int(np.bincount(around).argmax()) if around.size else 0
-            out[box][sub][piece] = fill
-            removed += 1
+        around = around[around != value]
+        out[box][sub][piece] = int(np.bincount(around).argmax()) if around.size else 0
+        removed += 1
     logger.info("remove_elongated: removed %d components longer than %g times their width", removed, max_elongation)
     return finish(out)
 
