@@ -177,4 +177,3 @@ def test_an_unavailable_device_falls_back_to_the_cpu_with_a_warning(tmp_path, ca
     assert "no CUDA device" in caplog.text
     with pytest.raises(ModelError, match="not a device name"):
         load_model(path, device="gpu-please")
-

@@ -362,6 +362,13 @@ def test_remove_elongated_drops_tubes_into_the_label_around_them_and_keeps_round
     assert (wide_only[8:11, 30:33, 5:55] == 7).all()
     assert (remove_elongated(a, 2.1, sp, labels=[7], max_width_mm=3.2)[8:11, 30:33, 5:55] == 1).all()
     assert np.array_equal(remove_elongated(a, 100.0, sp, labels=[7]), a)
+    # a card step reaches it with the scan's spacing and its width limit
+    from napari_medseg.core.inference import apply_postprocess
+
+    step = {"op": "remove_elongated", "labels": [7], "max_elongation": 2.1, "max_width_mm": 3.0}
+    assert np.array_equal(apply_postprocess([step], a, sp), wide_only)
+    assert np.array_equal(apply_postprocess([{**step, "max_width_mm": 3.2}], a, sp)[8:11, 30:33, 5:55],
+                          np.ones((3, 3, 50), dtype=np.uint8))
     with pytest.raises(ValueError, match="max_elongation"):
         remove_elongated(a, 0.5, sp)
     with pytest.raises(ValueError, match="max_width_mm"):
