@@ -95,7 +95,10 @@ def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
         if r.get("extra"):
             start += f", {r['extra']}"
         stop = ", early stop" if r.get("early_stopped") else ""
-        parts.append(f"stage {r['stage']}: {r['epochs_run']} epochs {start}{stop}, best validation Dice "
+        # stages differ in epoch length (the 3D lesion stage runs 240 iterations an epoch, the others 80)
+        its = (r.get("config") or {}).get("iterations")
+        epochs = f"{r['epochs_run']} epochs" + (f" of {its} iterations" if its else "")
+        parts.append(f"stage {r['stage']}: {epochs} {start}{stop}, best validation Dice "
                      f"{r['best_val_dice']:.4f} at epoch {r['best_epoch']}")
     return (f"trained with napari-medseg on {n_train} synthetic {recipe.kind} phantoms (seeds {TRAIN_SEED0}-"
             f"{TRAIN_SEED0 + n_train - 1}), validated on {n_val} (seeds {VAL_SEED0}-{VAL_SEED0 + n_val - 1}); "

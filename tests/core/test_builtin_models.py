@@ -93,6 +93,11 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     text = stages_text(RECIPES["ct-abdomen-3d"], [{**record, "stage": s} for s in ("1", "2", "3")], 40, 4)
     assert "stage 2: 5 epochs from stage 1's best weights" in text
     assert "stage 3: 5 epochs from stage 2's best weights" in text
+    longer = [{**record, "stage": "1", "config": {"iterations": 80}},
+              {**record, "stage": "3", "config": {"iterations": 240}}]
+    text = stages_text(RECIPES["ct-abdomen-2d"], longer, 40, 8)
+    assert "stage 1: 5 epochs of 80 iterations from random weights" in text
+    assert "stage 3: 5 epochs of 240 iterations from stage 1's best weights" in text
     settings = {"extra_phantoms": 24, "extra_lesions": 5, "n_val": 8, "class_weights": {"tumour": 3.0}}
     assert "24 phantoms with a tumour each (seeds 2000-2023)" in lesion_stage_text(RECIPES["mr-brain"], settings)
     assert "with 5 lesions each (seeds" in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
