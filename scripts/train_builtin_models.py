@@ -75,6 +75,10 @@ def lesion_stage_text(recipe, settings: dict) -> str:
             f"validated on {settings['n_val']}, loss weights {settings.get('class_weights')}{grid}")
 
 
+#: keys of a recipe's ``lesion_stage`` that say which phantoms it adds; the rest are TrainConfig fields
+LESION_STAGE_FACTS = ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_val", "extra_hyper_share")
+
+
 def _mm(spacing) -> str:
     return " x ".join(f"{float(s):g}" for s in spacing)
 
@@ -175,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         stages.append(("2", ft_settings, result))
     if args.stage in ("all", "3") and recipe.lesion_stage:
         ls = dict(recipe.lesion_stage)
-        stage3_facts = {k: ls.pop(k) for k in ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_val",
-                                                "extra_hyper_share") if k in ls}
+        stage3_facts = {k: ls.pop(k) for k in LESION_STAGE_FACTS if k in ls}
         n_extra = stage3_facts.get("extra_phantoms", 0)
         n_lesions = stage3_facts.get("extra_lesions", 5)  # liver lesions per CT phantom; MR: one tumour
         n_val3 = stage3_facts.get("n_val", recipe.n_val)

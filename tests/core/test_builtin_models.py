@@ -108,6 +108,21 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     assert "(seeds 2000-2023) and 16 unenhanced ones (seeds 3000-3015), validated on 8" in text
 
 
+def test_every_recipe_stage_is_a_valid_training_configuration():
+    """A misspelt stage setting (``val_evry``) must fail here, not 40 minutes into a retrain."""
+    from napari_medseg.core.training_config import TrainConfig
+
+    recipes, trainer = _scripts()
+    for name, recipe in recipes.RECIPES.items():
+        lesion = {k: v for k, v in recipe.lesion_stage.items() if k not in trainer.LESION_STAGE_FACTS}
+        for stage in (recipe.train, {**recipe.train, **recipe.finetune}, {**recipe.train, **lesion}):
+            config = TrainConfig(**stage)
+            assert config.iterations > 0 and config.epochs > 0, name
+    assert recipes.RECIPES["ct-abdomen-3d"].lesion_stage["iterations"] == 240
+    with pytest.raises(TypeError):
+        TrainConfig(**{**recipes.RECIPES["mr-brain"].train, "val_evry": 2})
+
+
 def test_first_stages_train_on_the_recipe_first_grid_and_the_lesion_stage_on_the_card_grid():
     """ct-abdomen-3d's stages 1-2 ran at 2.5 mm slices and its lesion stage (the shipped model) at 2.0,
     mr-brain's at 1.0 and 0.9 mm in-plane: a retrain must do the same, and the card must say which grid
