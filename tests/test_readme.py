@@ -52,6 +52,11 @@ def test_the_readme_accuracy_tables_are_the_recorded_evaluation():
                 row = next((r for name, r in rows.items() if name == label or name.startswith(f"{label} Dice")
                             or name.startswith(f"{label}s ") or name.startswith(f"{label} ")), None)
                 assert row is not None and f"{dice:.3f}" in row, (model, label, dice)
+            for label, groups in entry.get("lesion_dice_by", {}).items():
+                for key, g in groups.items():  # where the lesion Dice is lost: by lesion size, contrast, phase
+                    assert f"{g['dice']:.3f} ({g['n']})" in section, (model, label, key)
+            if "lesion_union_dice" in entry:
+                assert f"{entry['lesion_union_dice']['dice']:.3f}" in section, (model, "lesion union")
             for label, det in entry.get("lesions", {}).items():
                 assert f"({det['found']}/{det['n_ref']})" in section, (model, label, "sensitivity")
                 assert f"({det['true_pred']}/{det['n_pred']})" in section, (model, label, "precision")

@@ -143,3 +143,25 @@ def test_first_stages_train_on_the_recipe_first_grid_and_the_lesion_stage_on_the
     mr = RECIPES["mr-brain"]  # stages 1-2 at 1.0 mm in-plane, the lesion stage and the shipped card at 0.9
     assert list(first_stages_card(mr).preprocessing.spacing) == [1.0, 1.0]
     assert list(load_model("mr-brain")[0].preprocessing.spacing) == [0.9, 0.9]
+
+
+def test_lesion_dice_is_broken_down_by_lesion_size_and_contrast():
+    """``evaluate_builtin_models`` splits the lesion Dice by the size of a phantom's largest lesion
+    (the detection threshold, 10 mm) and by the phantom's contrast or phase; phantoms without the
+    lesion are in no group."""
+    import sys
+
+    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
+    try:
+        import evaluate_builtin_models as ev
+    finally:
+        sys.path.pop(0)
+    rows = [{"dice": {"tumour": 0.9}, "facts": {"contrast": "t1"}, "largest_lesion_mm": {"tumour": 30.0}},
+            {"dice": {"tumour": 0.3}, "facts": {"contrast": "flair"}, "largest_lesion_mm": {"tumour": 25.0}},
+            {"dice": {"tumour": 0.0}, "facts": {"contrast": "flair"}, "largest_lesion_mm": {"tumour": 6.0}},
+            {"dice": {}, "facts": {"contrast": "t1"}, "largest_lesion_mm": {"tumour": 0.0}}]
+    by = ev._lesion_dice_by(rows, ("tumour",))["tumour"]
+    assert by["largest >= 10 mm"] == {"dice": pytest.approx(0.6), "n": 2}
+    assert by["all < 10 mm"] == {"dice": 0.0, "n": 1}
+    assert by["contrast t1"] == {"dice": pytest.approx(0.9), "n": 1}
+    assert by["contrast flair"] == {"dice": pytest.approx(0.15), "n": 2}
