@@ -7,8 +7,12 @@ A recipe has one to three stages: stage 1 trains from random weights; stage 2 (t
 ``finetune``) trains the same phantoms again from stage 1's best weights with a fresh, lower
 learning-rate schedule; stage 3 (``lesion_stage``) trains from stage 2's best weights on those
 phantoms plus lesion-rich ones, with the lesion class weighed up (from stage 1's where the
-recipe has no stage 2). ``--stage 2`` / ``--stage 3`` run one stage alone from the weights an
-earlier run left in ``WORK/<name>/card.pt`` (stage 1) or ``WORK/<name>/finetune/card.pt`` (stage 2).
+recipe has no stage 2). A lesion stage with ``rounds: 2`` runs twice, the second round from the
+first's best weights with the same phantoms and settings: a fresh warm-up and cosine schedule (a
+warm restart), for a stage whose validation Dice was still rising when its schedule ran out.
+``--stage 2`` / ``--stage 3`` run one stage alone from the weights an earlier run left in
+``WORK/<name>/card.pt`` (stage 1) or ``WORK/<name>/finetune/card.pt`` (stage 2); ``--stage 3
+--round 2`` runs round 2 alone from round 1's in ``WORK/<name>/lesions/card.pt``.
 A recipe with ``first_spacing`` runs stages 1 and 2 on that grid and stage 3 on the card's.
 
 Phantoms are generated from the seeds in ``model_recipes.py`` with the random geometry a user's scan
@@ -76,7 +80,18 @@ def lesion_stage_text(recipe, settings: dict) -> str:
 
 
 #: keys of a recipe's ``lesion_stage`` that say which phantoms it adds; the rest are TrainConfig fields
-LESION_STAGE_FACTS = ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_val", "extra_hyper_share")
+LESION_STAGE_FACTS = ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_val", "extra_hyper_share",
+                      "rounds")
+
+
+def lesion_dir(work: Path, round_: int) -> Path:
+    """Where round ``round_`` of the lesion stage keeps its checkpoint and best weights."""
+    return work / ("lesions" if round_ == 1 else f"lesions{round_}")
+
+
+def _stage_key(record: dict) -> tuple[int, int]:
+    """Order of a training.json record: stage, then round of the lesion stage."""
+    return int(record["stage"]), int(record.get("round", 1))
 
 
 def _mm(spacing) -> str:
@@ -95,14 +110,20 @@ def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
     """The card's ``trained_on`` for a two-stage recipe (``train`` only knows its own stage)."""
     parts = []
     for before, r in zip([None] + records[:-1], records):
-        start = "from random weights" if before is None else f"from stage {before['stage']}'s best weights"
-        if r.get("extra"):
+        name = f"stage {r['stage']}" + (f", round {r['round']}" if "round" in r else "")
+        if before is None:
+            start = "from random weights"
+        elif r.get("round", 1) > 1:
+            start = f"from round {before.get('round', 1)}'s best weights, the same phantoms and settings again"
+        else:
+            start = f"from stage {before['stage']}'s best weights"
+        if r.get("extra") and r.get("round", 1) == 1:
             start += f", {r['extra']}"
         stop = ", early stop" if r.get("early_stopped") else ""
         # stages differ in epoch length (the 3D lesion stage runs 240 iterations an epoch, the others 80)
         its = (r.get("config") or {}).get("iterations")
         epochs = f"{r['epochs_run']} epochs" + (f" of {its} iterations" if its else "")
-        parts.append(f"stage {r['stage']}: {epochs} {start}{stop}, best validation Dice "
+        parts.append(f"{name}: {epochs} {start}{stop}, best validation Dice "
                      f"{r['best_val_dice']:.4f} at epoch {r['best_epoch']}")
     return (f"trained with napari-medseg on {n_train} synthetic {recipe.kind} phantoms (seeds {TRAIN_SEED0}-"
             f"{TRAIN_SEED0 + n_train - 1}), validated on {n_val} (seeds {VAL_SEED0}-{VAL_SEED0 + n_val - 1}); "
@@ -122,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", choices=("all", "1", "2", "3"), default="all",
                     help="run every stage of the recipe (default), or one stage from the weights of the one "
                          "before it in WORK/<name>/")
+    ap.add_argument("--round", type=int, default=1,
+                    help="with --stage 3: start the lesion stage at this round, from the best weights of the "
+                         "round before it in WORK/<name>/ (a recipe with lesion_stage rounds > 1)")
     args = ap.parse_args(argv)
 
     recipe = RECIPES[args.model]
@@ -160,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if result.stopped or result.card_path is None:
             print(f"{recipe.name}: stopped before the end; nothing installed", flush=True)
             return 1
-        stages.append(("1", {**recipe.train, **overrides}, result))
+        stages.append(("1", {**recipe.train, **overrides}, result, None))
     if args.stage in ("all", "2") and recipe.finetune:
         init = work / "card.pt"
         if not init.is_file():
@@ -176,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if result.stopped or result.card_path is None:
             print(f"{recipe.name}: stage 2 stopped before the end; nothing installed", flush=True)
             return 1
-        stages.append(("2", ft_settings, result))
+        stages.append(("2", ft_settings, result, None))
     if args.stage in ("all", "3") and recipe.lesion_stage:
         ls = dict(recipe.lesion_stage)
         stage3_facts = {k: ls.pop(k) for k in LESION_STAGE_FACTS if k in ls}
@@ -184,14 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         n_lesions = stage3_facts.get("extra_lesions", 5)  # liver lesions per CT phantom; MR: one tumour
         n_val3 = stage3_facts.get("n_val", recipe.n_val)
         n_plain = stage3_facts.get("extra_unenhanced", 0)  # CT phantoms in the unenhanced phase
-        # from the last stage before it: stage 2's weights, or stage 1's where the recipe has no stage 2
-        init = work / "finetune" / "card.pt" if recipe.finetune else work / "card.pt"
+        rounds = stage3_facts.get("rounds", 1)
+        first_round = args.round if args.stage == "3" else 1
+        if not 1 <= first_round <= rounds:
+            print(f"{recipe.name}: --round {first_round}, but the lesion stage has {rounds} round(s)", flush=True)
+            return 1
+        # from the last stage before it: stage 2's weights, or stage 1's where the recipe has no stage 2;
+        # a later round from the round before it
+        if first_round > 1:
+            init = lesion_dir(work, first_round - 1) / "card.pt"
+        else:
+            init = work / "finetune" / "card.pt" if recipe.finetune else work / "card.pt"
         if not init.is_file():
             print(f"{recipe.name}: stage 3 needs the weights {init} of the stage before it; run that first",
                   flush=True)
             return 1
-        lesion_dir = work / "lesions"
-        lesion_dir.mkdir(exist_ok=True)
         hyper = stage3_facts.get("extra_hyper_share")  # CT: share of hyperdense lesions in them
         extra = _pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra),
                        **_lesion_kwargs(recipe, n_lesions, hyper))
@@ -199,14 +230,6 @@ def main(argv: list[str] | None = None) -> int:
             extra += _pairs(recipe.kind, range(UNENHANCED_SEED0, UNENHANCED_SEED0 + n_plain), phase="unenhanced")
         val3 = _pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val3))
         ls_settings = {**recipe.train, **ls, **overrides}
-        ls_config = TrainConfig(**{**ls_settings, "seed": 2, "checkpoint": str(lesion_dir / "ckpt.pt")})
-        print(f"{recipe.name}: stage 3 from {init}, {len(extra)} extra phantoms, {len(val3)} for validation",
-              flush=True)
-        result = train(card, train_pairs + extra, lesion_dir / "card.yaml", ls_config, val_pairs=val3,
-                       init=str(init), progress=progress, resume=args.resume)
-        if result.stopped or result.card_path is None:
-            print(f"{recipe.name}: stage 3 stopped before the end; nothing installed", flush=True)
-            return 1
         facts = {"extra_phantoms": n_extra, "n_val": n_val3}
         if recipe.kind == "ct-abdomen":
             facts["extra_lesions"] = n_lesions
@@ -214,7 +237,22 @@ def main(argv: list[str] | None = None) -> int:
                 facts["extra_hyper_share"] = hyper
         if n_plain:
             facts["extra_unenhanced"] = n_plain
-        stages.append(("3", {**ls_settings, **facts}, result))
+        if rounds > 1:
+            facts["rounds"] = rounds
+        for round_ in range(first_round, rounds + 1):
+            out_dir = lesion_dir(work, round_)
+            out_dir.mkdir(exist_ok=True)
+            # every round draws its patches from the same seed
+            ls_config = TrainConfig(**{**ls_settings, "seed": 2, "checkpoint": str(out_dir / "ckpt.pt")})
+            print(f"{recipe.name}: stage 3 (round {round_} of {rounds}) from {init}, {len(extra)} extra phantoms, "
+                  f"{len(val3)} for validation", flush=True)
+            result = train(card, train_pairs + extra, out_dir / "card.yaml", ls_config, val_pairs=val3,
+                           init=str(init), progress=progress, resume=args.resume)
+            if result.stopped or result.card_path is None:
+                print(f"{recipe.name}: stage 3 stopped before the end; nothing installed", flush=True)
+                return 1
+            stages.append(("3", {**ls_settings, **facts}, result, round_ if rounds > 1 else None))
+            init = out_dir / "card.pt"
     if not stages:
         print(f"{recipe.name}: the recipe has no stage {args.stage}", flush=True)
         return 1
@@ -225,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     earlier = {}
     records = []
-    if stages[0][0] != "1" and (dest / "training.json").is_file():  # earlier stages ran before: keep them
+    first = {"stage": stages[0][0], **({"round": stages[0][3]} if stages[0][3] else {})}
+    if _stage_key(first) > (1, 1) and (dest / "training.json").is_file():  # earlier stages ran before: keep them
         earlier = json.loads((dest / "training.json").read_text())
         earlier = earlier.get("stages", [{"stage": "1", **earlier}])
-        records = [r for r in earlier if int(r["stage"]) < int(stages[0][0])]
-    for stage, settings, res in stages:
+        records = [r for r in earlier if _stage_key(r) < _stage_key(first)]
+    for stage, settings, res, round_ in stages:
         lesion_extra = lesion_stage_text(recipe, settings) if stage == "3" else ""
-        records.append({"stage": stage, "config": settings, "extra": lesion_extra, "train_seconds": round(res.seconds),
+        records.append({"stage": stage, **({"round": round_} if round_ else {}), "config": settings,
+                        "extra": lesion_extra, "train_seconds": round(res.seconds),
                         "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
                         "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
                         "history": res.history})

@@ -98,6 +98,18 @@ def test_trained_on_names_the_stage_each_stage_started_from():
     text = stages_text(RECIPES["ct-abdomen-2d"], longer, 40, 8)
     assert "stage 1: 5 epochs of 80 iterations from random weights" in text
     assert "stage 3: 5 epochs of 240 iterations from stage 1's best weights" in text
+    # a lesion stage of two rounds: the second from the first's best weights (a warm restart)
+    rounds = [{**record, "stage": "1"}, {**record, "stage": "2"},
+              {**record, "stage": "3", "round": 1, "extra": "plus 48 phantoms"},
+              {**record, "stage": "3", "round": 2, "extra": "plus 48 phantoms"}]
+    text = stages_text(RECIPES["ct-abdomen-3d"], rounds, 40, 4)
+    assert "stage 3, round 1: 5 epochs from stage 2's best weights, plus 48 phantoms, best" in text
+    assert "stage 3, round 2: 5 epochs from round 1's best weights, the same phantoms and settings again, best" in text
+    # --stage 3 --round 2 keeps the records of every stage and round before it
+    assert sorted(reversed(rounds), key=trainer._stage_key) == rounds
+    assert trainer._stage_key(rounds[2]) < trainer._stage_key(rounds[3])
+    assert trainer.lesion_dir(trainer.Path("w"), 1).name == "lesions"
+    assert trainer.lesion_dir(trainer.Path("w"), 2).name == "lesions2"
     settings = {"extra_phantoms": 24, "extra_lesions": 5, "n_val": 8, "class_weights": {"tumour": 3.0}}
     assert "24 phantoms with a tumour each (seeds 2000-2023)" in lesion_stage_text(RECIPES["mr-brain"], settings)
     assert "with 5 lesions each (seeds" in lesion_stage_text(RECIPES["ct-abdomen-3d"], settings)
