@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                         "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
                         "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
                         "history": res.history})
+    if any("round" in r for r in records):  # a round-1 record written before the recipe had rounds
+        for r in records:
+            if r["stage"] == "3":
+                r.setdefault("round", 1)
     state = torch.load(result.weights_path, map_location="cpu", weights_only=True)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     tmp = dest / "model.pt.tmp"
