@@ -64,7 +64,8 @@ GROUP_FACTS = ("contrast", "phase")
 def _lesion_dice_by(rows: list[dict], lesion_labels) -> dict:
     """Lesion Dice per group of phantoms: by the size of a phantom's largest lesion of that label
     (at least 10 mm, the detection threshold, or all smaller) and by each fact in GROUP_FACTS.
-    Each group: {"dice": mean, "n": phantoms}; the groups partition the phantoms that hold the lesion."""
+    Each group: {"dice": mean, "n": phantoms}; the size groups, and the groups of each fact, each
+    split the phantoms that hold the lesion."""
     out = {}
     for lab in lesion_labels:
         groups: dict[str, list[float]] = {}

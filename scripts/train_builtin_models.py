@@ -263,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     earlier = {}
     records = []
-    first = {"stage": stages[0][0], **({"round": stages[0][3]} if stages[0][3] else {})}
-    if _stage_key(first) > (1, 1) and (dest / "training.json").is_file():  # earlier stages ran before: keep them
+    first = (int(stages[0][0]), stages[0][3] or 1)  # the _stage_key of this run's first record
+    if first > (1, 1) and (dest / "training.json").is_file():  # earlier stages ran before: keep them
         earlier = json.loads((dest / "training.json").read_text())
         earlier = earlier.get("stages", [{"stage": "1", **earlier}])
-        records = [r for r in earlier if _stage_key(r) < _stage_key(first)]
+        records = [r for r in earlier if _stage_key(r) < first]
     for stage, settings, res, round_ in stages:
         lesion_extra = lesion_stage_text(recipe, settings) if stage == "3" else ""
         records.append({"stage": stage, **({"round": round_} if round_ else {}), "config": settings,
@@ -275,10 +275,6 @@ def main(argv: list[str] | None = None) -> int:
                         "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
                         "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
                         "history": res.history})
-    if any("round" in r for r in records):  # a round-1 record written before the recipe had rounds
-        for r in records:
-            if r["stage"] == "3":
-                r.setdefault("round", 1)
     state = torch.load(result.weights_path, map_location="cpu", weights_only=True)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     tmp = dest / "model.pt.tmp"
