@@ -81,6 +81,44 @@ def test_shipped_cards_are_what_the_recipe_trains(tmp_path):
             assert getattr(template, part) == getattr(shipped, part), (name, part)
 
 
+def test_shipped_refining_network_is_what_the_recipe_trains():
+    """ct-abdomen-3d's second network (its card's ``refine``): the box, labels and grid of the recipe's
+    refine_stage, the network of the model, and valid training settings for train_refiner.py."""
+    import sys
+
+    from napari_medseg.core.card import RefineSpec
+    from napari_medseg.core.models import refine_card
+    from napari_medseg.core.training_config import TrainConfig
+
+    recipes = _scripts()[0]
+    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
+    try:
+        import train_refiner
+    finally:
+        sys.path.pop(0)
+    for name, recipe in recipes.RECIPES.items():
+        shipped = load_model(name)[0]
+        if not recipe.refine_stage:
+            assert shipped.refine is None, name
+            continue
+        stage = recipe.refine_stage
+        value = {shipped.labels.name(v): v for v in shipped.labels.values()}
+        assert shipped.refine == RefineSpec("refine/card.yaml", [value[n] for n in stage["box_labels"]],
+                                            [value[n] for n in stage["labels"]], stage["margin_mm"])
+        second = refine_card(shipped)
+        assert list(second.preprocessing.spacing) == stage["spacing"]
+        assert second.network == shipped.network and second.postprocess == []
+        assert second.preprocessing.intensity == shipped.preprocessing.intensity
+        TrainConfig(**{**recipe.train, **{k: v for k, v in stage.items() if k not in train_refiner.REFINE_FACTS}})
+        # the training boxes hold every voxel of the box labels, where the scan has them
+        pair = train_refiner.box_pairs(recipe.kind, range(9991, 9992), shipped.refine, lesions=2)[0]
+        full = recipes.make_phantom(recipe.kind, 9991, lesions=2).labels
+        for v in shipped.refine.box_labels:
+            assert np.count_nonzero(pair.labels.array == v) == np.count_nonzero(full.array == v) > 0
+        world = pair.labels.voxel_to_world(np.argwhere(pair.labels.array == value["liver_lesion"]))
+        np.testing.assert_allclose(world, full.voxel_to_world(np.argwhere(full.array == value["liver_lesion"])))
+
+
 def test_trained_on_names_the_stage_each_stage_started_from():
     """A recipe without stage 2 runs stage 3 from stage 1's weights, and the card must say so."""
     recipes, trainer = _scripts()

@@ -23,6 +23,7 @@ Example card (YAML)::
     inference: {mode: 3d, roi_size: [96, 96, 96], overlap: 0.25, blend: gaussian}
     output: {activation: softmax}
     postprocess: [{op: largest_component, labels: [2]}, {op: remove_small, min_ml: 5.0}]
+    refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20}   # optional
     weights: model.pt
 
 Files are read, validated and written by :mod:`napari_medseg.core.models` (``load_card``,
@@ -36,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from napari_medseg.core.labels import LabelTable
+
+# ``refine`` (optional, :class:`RefineSpec`): a second card run on a finer grid inside the box of
+# some labels; its answer is merged before ``postprocess`` runs
 
 ARCHITECTURES = ("UNet", "BasicUNet", "SegResNet", "DynUNet", "SwinUNETR", "FlexibleUNet")
 INTENSITY_KINDS = ("none", "window", "zscore", "percentile")
@@ -167,6 +171,30 @@ class OutputSpec:
 
 
 @dataclass
+class RefineSpec:
+    """A second, finer network run inside the box of some of the first pass's labels (a cascade).
+
+    Small things inside one organ (a 6 mm liver lesion) need a finer grid than a whole abdomen can
+    be run on; a second network on that grid sees only the organ's box, so it costs a fraction of
+    the scan. See :mod:`napari_medseg.core.refine` for how its answer is merged.
+
+    Attributes:
+        model: the second network's card file, relative to this card's folder (its own
+            preprocessing, grid and labels: the same label values as this card's).
+        box_labels: first-pass label values whose bounding box, plus ``margin_mm``, the second
+            network is run on.
+        labels: the label values the second network decides between, where the first pass gave one
+            of them; every other voxel keeps the first pass's label.
+        margin_mm: margin around the box in mm (context for the second network).
+    """
+
+    model: str = ""
+    box_labels: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    margin_mm: float = 20.0
+
+
+@dataclass
 class ModelCard:
     """A runnable model description. See the module docstring for the file format."""
 
@@ -179,6 +207,7 @@ class ModelCard:
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
     postprocess: list[dict[str, Any]] = field(default_factory=list)
+    refine: RefineSpec | None = None
     weights: str | None = None
     trained_on: str = ""
     source: str = "card"
@@ -209,4 +238,6 @@ class ModelCard:
         if self.labels.colors:
             d["label_colors"] = {int(k): list(v) for k, v in self.labels.colors.items()}
         d.pop("path", None)
+        if d.get("refine") is None:  # most cards have none: no empty field in their files
+            d.pop("refine", None)
         return d

@@ -225,6 +225,14 @@ class Segmenter:
         if self.device.type == "cpu":
             tune_malloc()
         self.names = card.labels if card.labels is not None else LabelTable()
+        # a cascade card (``refine``): the second network, on its own finer grid, in the first's box
+        self.refiner: Segmenter | None = None
+        if card.refine is not None:
+            from napari_medseg.core.models import network_for_card, refine_card
+
+            second = refine_card(card)
+            self.refiner = Segmenter(second, network_for_card(second, self.device), device=self.device,
+                                     precision=precision)
         log.info("Segmenter %s on %s, %s", card.name, self.device, self.precision)
 
     # -- public ------------------------------------------------------------------------------
@@ -340,6 +348,8 @@ class Segmenter:
             run_windows(windows, read, forward, stitcher, work_roi, in_channels,
                         self._batch_size(work_roi), progress=progress, should_stop=should_stop)
         writer.check_complete()
+        if self.refiner is not None and slice_index is None:
+            self._refine(volume, out, prob, progress, should_stop)
         if postprocess and card.postprocess and slice_index is None:
             if progress is not None:
                 progress(len(windows), len(windows), "post-processing")
@@ -355,6 +365,30 @@ class Segmenter:
             device=str(self.device), precision=self.precision,
             info={"windows": len(windows), "model_shape": tuple(space.shape), "roi": tuple(roi)},
         )
+
+    def _refine(self, volume: Volume, out: np.ndarray, prob: np.ndarray | None, progress, should_stop) -> None:
+        """Run the card's second network in the box of the first pass's ``refine.box_labels`` and
+        merge its answer into ``out`` (and ``prob``) in place (:mod:`napari_medseg.core.refine`)."""
+        from napari_medseg.core.refine import merge_refined, refine_box
+
+        spec = self.card.refine
+        box = refine_box(out, spec, volume.spacing)
+        if box is None:
+            return
+        if progress is not None:
+            progress(0, 1, f"refining: {self.refiner.card.name} on a {tuple(b.stop - b.start for b in box)} box")
+
+        def sub_progress(done: int, total: int, message: str) -> None:
+            progress(done, total, f"refining: {message}")
+
+        second = self.refiner.predict(volume.crop(box), postprocess=False, return_probability=prob is not None,
+                                      progress=sub_progress if progress is not None else None,
+                                      should_stop=should_stop)
+        before = out[box].copy() if prob is not None else None
+        merge_refined(out, second.labels.array, box, spec.labels)
+        if prob is not None:
+            changed = out[box] != before
+            prob[box][changed] = second.probability.array[changed]
 
     # -- the network call ----------------------------------------------------------------------
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:

@@ -27,13 +27,13 @@ import yaml
 from napari_medseg.core.card import (
     ACTIVATIONS, ARCHITECTURES, BLENDS, INFERENCE_MODES, INTENSITY_KINDS, POSTPROCESS_OPS,
     RESAMPLES, ZSCORE_REGIONS, InferenceSpec, IntensitySpec, ModelCard, NetworkSpec, OutputSpec,
-    PreprocessingSpec,
+    PreprocessingSpec, RefineSpec,
 )
 from napari_medseg.core.errors import CardError, ModelError
 from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.networks import build_network, load_weights
 
-__all__ = ["load_card", "save_card", "card_to_data", "card_from_dict", "validate_card", "build_network",
+__all__ = ["load_card", "save_card", "card_to_data", "card_from_dict", "validate_card", "refine_card", "build_network",
            "load_weights", "load_model", "CARD_NAMES"]
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ def card_from_dict(data: dict[str, Any], path: str | Path | None = None) -> Mode
             raise CardError(f"{where}{required}: missing (required)")
     try:
         sections = {k: _section(cls, data.get(k), k) for k, cls in _SECTIONS.items()}
+        if data.get("refine") is not None:
+            sections["refine"] = _section(RefineSpec, data["refine"], "refine")
         labels = _labels(data.get("labels"), data.get("label_colors"))
     except CardError as exc:
         raise CardError(f"{where}{exc}") from None
@@ -299,6 +301,51 @@ def _check_postprocess(steps: Any) -> None:
                 raise CardError(f"postprocess[{i}].min_fraction: expected a share between 0 and 1, got {frac!r}")
 
 
+def _check_refine(card: ModelCard) -> None:
+    ref = card.refine
+    if not isinstance(ref.model, str) or not ref.model.strip():
+        raise CardError(f"refine.model: expected the second network's card file (relative to this card), "
+                        f"got {ref.model!r}")
+    produced = _produced_values(card.output, card.network)
+    for name in ("box_labels", "labels"):
+        values = getattr(ref, name)
+        if not (isinstance(values, list) and values and all(_is_int(v) for v in values)):
+            raise CardError(f"refine.{name}: expected a list of label values, got {values!r}")
+        stray = sorted(set(values) - produced)
+        if stray:
+            raise CardError(f"refine.{name}: label {stray[0]} is never produced by this card "
+                            f"(it gives {sorted(produced)})")
+    if not (_is_num(ref.margin_mm) and ref.margin_mm >= 0):
+        raise CardError(f"refine.margin_mm: expected a margin in mm >= 0, got {ref.margin_mm!r}")
+
+
+def refine_card(card: ModelCard) -> ModelCard:
+    """The validated card of ``card``'s second (refining) network, read from its folder.
+
+    Raises:
+        CardError: no refine section, a missing or wrong second card, or one whose label values
+            differ from the first card's (the two answers are merged value by value).
+    """
+    if card.refine is None:
+        raise CardError(f"{card.name}: the card has no refine section")
+    path = Path(card.refine.model)
+    if not path.is_absolute():
+        if card.folder is None:
+            raise CardError(f"{card.name}: refine.model {card.refine.model!r} is relative, but the card has no "
+                            "folder to resolve it against")
+        path = card.folder / path
+    if not path.is_file():
+        raise CardError(f"{card.path or card.name}: refine.model: card file {str(path)!r} not found")
+    second = load_card(path)
+    if second.refine is not None:
+        raise CardError(f"{path}: refine: a refining card cannot refine again")
+    missing = sorted(set(card.refine.labels) - set(second.labels.names))
+    if missing or any(second.labels.names.get(v) != card.labels.names.get(v) for v in card.refine.labels):
+        raise CardError(f"{path}: labels: the refining card must name refine.labels {card.refine.labels} as "
+                        f"{card.name} does ({ {v: card.labels.names.get(v) for v in card.refine.labels} })")
+    return second
+
+
 def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:
     """Check a card as a whole; return it unchanged or raise ``CardError`` naming file and field.
 
@@ -317,6 +364,8 @@ def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:
         _check_inference(card.inference, card.network)
         _check_output(card)
         _check_postprocess(card.postprocess)
+        if card.refine is not None:
+            _check_refine(card)
         if check_weights:
             wp = card.weights_path()
             if wp is None:

@@ -187,6 +187,11 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
         raise ModelError(f"{out_card}: the trained card's file name must end in .yaml, .yml or .json")
     card = copy.deepcopy(card)
     validate_card(card, check_weights=False)
+    if card.refine is not None:
+        # what is trained is this card's network; its refining network (a second card beside the
+        # first, trained for it) does not come along, and validation judges the network alone
+        log.info("%s: the trained card leaves out the refining network %s", card.name, card.refine.model)
+        card.refine = None
     if config.epochs < 1 or config.iterations < 1 or config.batch_size < 1:
         raise ModelError(f"epochs, iterations and batch size must be >= 1, got {config.epochs}, "
                          f"{config.iterations}, {config.batch_size}")

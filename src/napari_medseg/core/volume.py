@@ -162,6 +162,21 @@ class Volume:
             self.affine, other.affine, atol=atol
         )
 
+    def crop(self, box: tuple[slice, ...]) -> Volume:
+        """The part of the volume inside ``box`` (one slice per spatial axis, steps of 1), with
+        the affine moved to the box's first voxel so that every voxel keeps its world position.
+
+        The crop is a new in-memory volume (``source`` None: it is not the file's grid); the
+        array is a copy, so the crop outlives changes to this volume.
+        """
+        if len(box) != 3 or any(b.step not in (None, 1) for b in box):
+            raise ValueError(f"crop box must be 3 slices with step 1, got {box!r}")
+        starts = [b.indices(n)[0] for b, n in zip(box, self.spatial_shape)]
+        affine = self.affine.copy()
+        affine[:3, 3] = self.affine[:3, :3] @ np.asarray(starts, dtype=float) + self.affine[:3, 3]
+        array = np.ascontiguousarray(self.array[(Ellipsis,) + tuple(box)])
+        return dataclasses.replace(self, array=array, affine=affine, source=None, meta=dict(self.meta))
+
     def with_array(self, array: np.ndarray, labels: LabelTable | None = None) -> Volume:
         """A new Volume on the same grid (same affine and source) holding ``array``.
 

@@ -1,0 +1,159 @@
+"""Train a built-in model's refining network (its card's ``refine``, a cascade) after the model itself.
+
+    .venv/bin/python scripts/train_refiner.py ct-abdomen-3d [--out src/napari_medseg/models]
+
+The recipe's ``refine_stage`` (``model_recipes.py``) says how: a copy of the model's network on a
+finer grid (``spacing``), started from the model's shipped weights ``OUT/<name>/model.pt``, trained
+on the box of the ground-truth ``box_labels`` plus ``margin_mm`` of the phantoms of the model's
+lesion stage (its training phantoms and lesion-rich ones), validated on the same box of the lesion
+stage's validation phantoms, ``rounds`` times (each round from the one before's best weights, the
+same phantoms, settings and seed: a warm restart, as for the lesion stage). The box is cut by
+:func:`napari_medseg.core.refine.refine_box`, the function the engine cuts it with at inference
+(there around the model's own answer), so both see the same context.
+
+Writes ``OUT/<name>/refine/card.yaml`` + ``model.pt`` (float16) + ``training.json``, and the
+``refine`` section of ``OUT/<name>/card.yaml``. ``--round 2`` runs round 2 alone from round 1's
+weights in ``WORK/<name>-refine/round1/card.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_recipes import (  # noqa: E402
+    LESION_SEED0, RECIPES, TRAIN_SEED0, UNENHANCED_SEED0, VAL_SEED0, make_phantom)
+
+from napari_medseg.core.card import RefineSpec  # noqa: E402
+from napari_medseg.core.models import card_from_dict, load_card, save_card  # noqa: E402
+from napari_medseg.core.refine import refine_box  # noqa: E402
+from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+#: refine_stage keys that are not TrainConfig fields
+REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "rounds")
+
+
+def box_pairs(kind: str, seeds: range, spec: RefineSpec, **kwargs) -> list[TrainingPair]:
+    """Phantoms cut to the refining box around their ground truth (``spec``, label values)."""
+    pairs = []
+    for s in seeds:
+        p = make_phantom(kind, s, **kwargs)
+        box = refine_box(p.labels.array, spec, p.image.spacing)
+        if box is None:
+            raise SystemExit(f"{kind} seed {s}: holds none of the box labels {spec.box_labels}")
+        pairs.append(TrainingPair(p.image.crop(box), p.labels.crop(box), f"{kind} seed {s}, refining box"))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", choices=sorted(k for k, r in RECIPES.items() if r.refine_stage))
+    ap.add_argument("--out", type=Path, default=REPO / "src" / "napari_medseg" / "models")
+    ap.add_argument("--work", type=Path, default=REPO / ".train", help="checkpoints and intermediate cards")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--epochs", type=int, help="override the epochs of each round (a quick trial)")
+    ap.add_argument("--iterations", type=int, help="override the iterations per epoch")
+    ap.add_argument("--round", type=int, default=1, help="start at this round, from the round before's weights")
+    args = ap.parse_args(argv)
+
+    recipe = RECIPES[args.model]
+    torch.set_num_threads(max(1, args.threads))
+    settings = dict(recipe.refine_stage)
+    facts = {k: settings.pop(k) for k in REFINE_FACTS if k in settings}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v}
+    lesion = dict(recipe.lesion_stage)
+    from napari_medseg.core import phantoms
+
+    names = phantoms.CT_LABELS if recipe.kind == "ct-abdomen" else phantoms.MR_LABELS
+    value = {n: v for v, n in names.names.items()}
+    spec = RefineSpec(model="refine/card.yaml", box_labels=[value[n] for n in facts["box_labels"]],
+                      labels=[value[n] for n in facts["labels"]], margin_mm=float(facts["margin_mm"]))
+
+    card = card_from_dict(dict(recipe.card))
+    card.labels = names
+    card.name = f"{recipe.name}-refine"
+    card.description = (f"Second pass of {recipe.name}: {' against '.join(facts['labels'])} inside the box of "
+                        f"{' and '.join(facts['box_labels'])}, on a {' x '.join(f'{s:g}' for s in facts['spacing'])} "
+                        "mm grid. Demonstration model trained on synthetic phantoms only: not for patients.")
+    card.preprocessing.spacing = tuple(facts["spacing"])
+    card.postprocess = []
+
+    t0 = time.perf_counter()
+    lesion_kw = {"lesions": lesion.get("extra_lesions", 5)}
+    if lesion.get("extra_hyper_share") is not None:
+        lesion_kw["hyper_share"] = lesion["extra_hyper_share"]
+    train_pairs = box_pairs(recipe.kind, range(TRAIN_SEED0, TRAIN_SEED0 + recipe.n_train), spec)
+    train_pairs += box_pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + lesion.get("extra_phantoms", 0)),
+                             spec, **lesion_kw)
+    n_plain = lesion.get("extra_unenhanced", 0)
+    train_pairs += box_pairs(recipe.kind, range(UNENHANCED_SEED0, UNENHANCED_SEED0 + n_plain), spec,
+                             phase="unenhanced")
+    n_val = lesion.get("n_val", recipe.n_val)
+    val_pairs = box_pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val), spec)
+    print(f"{card.name}: {len(train_pairs)} training + {len(val_pairs)} validation boxes in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+    def progress(ev):
+        if ev.phase == "epoch":
+            per = " ".join(f"{k}={v:.3f}" for k, v in ev.val_per_label.items())
+            print(f"  epoch {ev.epoch}/{ev.epochs} loss={ev.loss if ev.loss is None else round(ev.loss, 4)} "
+                  f"val={ev.val_dice} best={ev.best_dice}@{ev.best_epoch} {per}", flush=True)
+
+    work = args.work / card.name
+    dest = args.out / recipe.name
+    rounds = int(facts.get("rounds", 1))
+    init = dest / "model.pt" if args.round == 1 else work / f"round{args.round - 1}" / "card.pt"
+    if not init.is_file():
+        print(f"{card.name}: round {args.round} starts from {init}, which is missing", flush=True)
+        return 1
+    records = []
+    config_fields = {**recipe.train, **settings, **overrides}
+    for round_ in range(args.round, rounds + 1):
+        out_dir = work / f"round{round_}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config = TrainConfig(**{**config_fields, "seed": 3, "checkpoint": str(out_dir / "ckpt.pt")})
+        print(f"{card.name}: round {round_} of {rounds} from {init}", flush=True)
+        result = train(card, train_pairs, out_dir / "card.yaml", config, val_pairs=val_pairs, init=str(init),
+                       progress=progress)
+        if result.stopped or result.card_path is None:
+            print(f"{card.name}: stopped before the end; nothing installed", flush=True)
+            return 1
+        records.append({"round": round_, "config": config_fields, "train_seconds": round(result.seconds),
+                        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                        "best_val_dice": result.best_dice, "history": result.history})
+        init = out_dir / "card.pt"
+
+    (dest / "refine").mkdir(parents=True, exist_ok=True)
+    state = torch.load(init, map_location="cpu", weights_only=True)
+    tmp = dest / "refine" / "model.pt.tmp"
+    torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}, tmp)
+    os.replace(tmp, dest / "refine" / "model.pt")
+    card.weights = "model.pt"
+    rounds_text = "; ".join(f"round {r['round']}: {r['epochs_run']} epochs of {config_fields['iterations']} "
+                            f"iterations, best validation Dice {r['best_val_dice']:.4f} at epoch {r['best_epoch']}"
+                            for r in records)
+    card.trained_on = (f"trained with napari-medseg on the refining boxes (ground-truth "
+                       f"{' and '.join(facts['box_labels'])} plus {spec.margin_mm:g} mm) of {len(train_pairs)} "
+                       f"phantoms of {recipe.name}'s lesion stage, validated on {len(val_pairs)}, from "
+                       f"{recipe.name}'s weights, loss weights {config_fields.get('class_weights')}; {rounds_text}")
+    save_card(card, dest / "refine" / "card.yaml")
+    (dest / "refine" / "training.json").write_text(json.dumps(
+        {"model": card.name, "facts": facts, "n_train": len(train_pairs), "n_val": len(val_pairs),
+         "rounds": records}, indent=1, default=str))
+    main_card = load_card(dest / "card.yaml", check_weights=False)
+    main_card.refine = spec
+    save_card(main_card, dest / "card.yaml")
+    print(f"{card.name}: {(time.perf_counter() - t0) / 60:.1f} min -> {dest / 'refine'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
