@@ -9,8 +9,8 @@ margin, and merges the two answers here, before the card's post-processing.
 How they are merged: only where the first pass gave one of ``refine.labels`` (liver or lesion),
 and only between those labels, the second network's answer replaces the first's. The second
 network therefore cannot move an organ's outer border or add a lesion outside the liver; inside
-it, it decides what is lesion. (Merging by confidence, the surer network winning, needs both
-networks' probabilities, which cost more than the labels; it has not been measured.)
+it, it decides what is lesion. (Merging by confidence, the surer network winning, would need both
+networks' probabilities; it has not been measured.)
 """
 
 from __future__ import annotations
