@@ -38,7 +38,7 @@ from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa
 
 REPO = Path(__file__).resolve().parents[1]
 #: refine_stage keys that are not TrainConfig fields
-REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "rounds")
+REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "max_spacing_mm", "rounds")
 
 
 def box_pairs(kind: str, seeds: range, spec: RefineSpec, **kwargs) -> list[TrainingPair]:
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     names = phantoms.CT_LABELS if recipe.kind == "ct-abdomen" else phantoms.MR_LABELS
     value = {n: v for v, n in names.names.items()}
     spec = RefineSpec(model="refine/card.yaml", box_labels=[value[n] for n in facts["box_labels"]],
-                      labels=[value[n] for n in facts["labels"]], margin_mm=float(facts["margin_mm"]))
+                      labels=[value[n] for n in facts["labels"]], margin_mm=float(facts["margin_mm"]),
+                      max_spacing_mm=facts.get("max_spacing_mm"))
 
     card = card_from_dict(dict(recipe.card))
     card.labels = names

@@ -104,7 +104,8 @@ def test_shipped_refining_network_is_what_the_recipe_trains():
         stage = recipe.refine_stage
         value = {shipped.labels.name(v): v for v in shipped.labels.values()}
         assert shipped.refine == RefineSpec("refine/card.yaml", [value[n] for n in stage["box_labels"]],
-                                            [value[n] for n in stage["labels"]], stage["margin_mm"])
+                                            [value[n] for n in stage["labels"]], stage["margin_mm"],
+                                            stage.get("max_spacing_mm"))
         second = refine_card(shipped)
         assert list(second.preprocessing.spacing) == stage["spacing"]
         assert second.network == shipped.network and second.postprocess == []

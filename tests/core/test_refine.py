@@ -102,6 +102,10 @@ def test_segmenter_runs_the_refining_card_on_the_box_and_merges_it(tmp_path):
     second = seg.refiner.predict(vol.crop(box), postprocess=False).labels.array
     np.testing.assert_array_equal(got.labels.array, merge_refined(first.copy(), second, box, SPEC.labels))
     assert got.labels.same_grid(vol)
+    # a scan coarser than refine.max_spacing_mm (here 1.5 mm slices against 1.4) gets the first pass alone
+    seg.card.refine = RefineSpec(**{**SPEC.__dict__, "max_spacing_mm": 1.4})
+    np.testing.assert_array_equal(seg.predict(vol, postprocess=False).labels.array, first)
+    seg.card.refine = SPEC
     # a stop asked for once the second pass has begun ends the run with nothing returned
     messages.clear()
     with pytest.raises(Cancelled):
@@ -126,6 +130,9 @@ def test_refine_card_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(CardError, match="refine.labels: label 9 is never produced"):
         save_card(_card("x", (1.0, 1.0, 1.0), RefineSpec(model="r.yaml", box_labels=[1], labels=[9])),
                   tmp_path / "x.yaml")
+    with pytest.raises(CardError, match="refine.max_spacing_mm"):
+        save_card(_card("x", (1.0, 1.0, 1.0), RefineSpec(model="r.yaml", box_labels=[1], labels=[1],
+                                                          max_spacing_mm=0)), tmp_path / "x.yaml")
     # a card without refine writes no refine field
     assert "refine" not in (save_card(_card("y", (1.0, 1.0, 1.0)), tmp_path / "y.yaml")).read_text()
 

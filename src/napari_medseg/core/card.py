@@ -23,7 +23,7 @@ Example card (YAML)::
     inference: {mode: 3d, roi_size: [96, 96, 96], overlap: 0.25, blend: gaussian}
     output: {activation: softmax}
     postprocess: [{op: largest_component, labels: [2]}, {op: remove_small, min_ml: 5.0}]
-    refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20}   # optional
+    refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20, max_spacing_mm: 2.5}  # optional
     weights: model.pt
 
 Files are read, validated and written by :mod:`napari_medseg.core.models` (``load_card``,
@@ -186,12 +186,16 @@ class RefineSpec:
         labels: the label values the second network decides between, where the first pass gave one
             of them; every other voxel keeps the first pass's label.
         margin_mm: margin around the box in mm (context for the second network).
+        max_spacing_mm: run the second network only on scans whose coarsest voxel side is at most
+            this (None: on every scan). A finer grid has nothing to add to a scan of thick slices:
+            it sees them interpolated, and can do worse than the first pass there.
     """
 
     model: str = ""
     box_labels: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     margin_mm: float = 20.0
+    max_spacing_mm: float | None = None
 
 
 @dataclass

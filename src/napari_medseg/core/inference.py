@@ -372,6 +372,11 @@ class Segmenter:
         from napari_medseg.core.refine import merge_refined, refine_box
 
         spec = self.card.refine
+        coarsest = float(np.max(volume.spacing))
+        if spec.max_spacing_mm is not None and coarsest > float(spec.max_spacing_mm):
+            log.info("%s: no second pass on %.2f mm voxels (refine.max_spacing_mm %s)", self.card.name,
+                     coarsest, spec.max_spacing_mm)
+            return
         box = refine_box(out, spec, volume.spacing)
         if box is None:
             return

@@ -317,6 +317,9 @@ def _check_refine(card: ModelCard) -> None:
                             f"(it gives {sorted(produced)})")
     if not (_is_num(ref.margin_mm) and ref.margin_mm >= 0):
         raise CardError(f"refine.margin_mm: expected a margin in mm >= 0, got {ref.margin_mm!r}")
+    if ref.max_spacing_mm is not None and not (_is_num(ref.max_spacing_mm) and ref.max_spacing_mm > 0):
+        raise CardError(f"refine.max_spacing_mm: expected a voxel size in mm > 0, or null for every scan, "
+                        f"got {ref.max_spacing_mm!r}")
 
 
 def refine_card(card: ModelCard) -> ModelCard:
