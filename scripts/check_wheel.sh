@@ -35,8 +35,9 @@ for name in ("ct-abdomen-3d", "ct-abdomen-2d", "mr-brain"):
     assert str(pkg) in models[name].path, models[name].path
 from napari_medseg.core.inference import Segmenter  # ct-abdomen-3d's second network comes along
 from napari_medseg.core.models import load_model
-refiner = Segmenter(*load_model("ct-abdomen-3d")).refiner
-assert refiner is not None and str(pkg) in str(refiner.card.path), refiner
+for name in ("ct-abdomen-3d", "ct-abdomen-2d"):  # the 2D card names the 3D model's second network
+    refiner = Segmenter(*load_model(name)).refiner
+    assert refiner is not None and str(pkg) in str(refiner.card.path), (name, refiner)
 print("wheel OK:", pkg, "models:", ", ".join(sorted(models)))
 PY
 # the shipped weights run from the installed wheel: the main job on the sample scan

@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, dest / "model.pt")
     trained = load_card(result.card_path, check_weights=False)
     trained.weights = "model.pt"
+    trained.refine = card.refine  # training leaves a second network out; the recipe's card names its own
     if len(records) > 1:
         trained.trained_on = stages_text(recipe, records, len(train_pairs), len(val_pairs))
     save_card(trained, dest / "card.yaml")
