@@ -84,6 +84,15 @@ LESION_STAGE_FACTS = ("extra_phantoms", "extra_lesions", "extra_unenhanced", "n_
                       "rounds")
 
 
+def install_half_weights(weights: Path, dest: Path) -> None:
+    """Write trained weights to ``dest`` as float16 (half the repository size; they load into the
+    float32 network), atomically."""
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}, tmp)
+    os.replace(tmp, dest)
+
+
 def lesion_dir(work: Path, round_: int) -> Path:
     """Where round ``round_`` of the lesion stage keeps its checkpoint and best weights."""
     return work / ("lesions" if round_ == 1 else f"lesions{round_}")
@@ -275,11 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                         "epochs_run": res.epochs_run, "best_epoch": res.best_epoch, "best_val_dice": res.best_dice,
                         "initial_val_dice": res.initial_dice, "early_stopped": res.early_stopped,
                         "history": res.history})
-    state = torch.load(result.weights_path, map_location="cpu", weights_only=True)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-    tmp = dest / "model.pt.tmp"
-    torch.save(half, tmp)
-    os.replace(tmp, dest / "model.pt")
+    install_half_weights(result.weights_path, dest / "model.pt")
     trained = load_card(result.card_path, check_weights=False)
     trained.weights = "model.pt"
     trained.refine = card.refine  # training leaves a second network out; the recipe's card names its own

@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_recipes import (  # noqa: E402
     LESION_SEED0, RECIPES, TRAIN_SEED0, UNENHANCED_SEED0, VAL_SEED0, make_phantom)
 
+from train_builtin_models import install_half_weights  # noqa: E402
+
 from napari_medseg.core.card import RefineSpec  # noqa: E402
 from napari_medseg.core.models import card_from_dict, load_card, save_card  # noqa: E402
 from napari_medseg.core.refine import refine_box  # noqa: E402
@@ -133,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         init = out_dir / "card.pt"
 
     (dest / "refine").mkdir(parents=True, exist_ok=True)
-    state = torch.load(init, map_location="cpu", weights_only=True)
-    tmp = dest / "refine" / "model.pt.tmp"
-    torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}, tmp)
-    os.replace(tmp, dest / "refine" / "model.pt")
+    install_half_weights(init, dest / "refine" / "model.pt")
     card.weights = "model.pt"
     rounds_text = "; ".join(f"round {r['round']}: {r['epochs_run']} epochs of {config_fields['iterations']} "
                             f"iterations, best validation Dice {r['best_val_dice']:.4f} at epoch {r['best_epoch']}"

@@ -87,7 +87,7 @@ def test_shipped_refining_network_is_what_the_recipe_trains():
     import sys
 
     from napari_medseg.core.card import RefineSpec
-    from napari_medseg.core.models import refine_card
+    from napari_medseg.core.refine import refine_card
     from napari_medseg.core.training_config import TrainConfig
 
     recipes = _scripts()[0]

@@ -13,8 +13,8 @@ from napari_medseg.core.card import (
 from napari_medseg.core.errors import Cancelled, CardError
 from napari_medseg.core.inference import Segmenter
 from napari_medseg.core.labels import LabelTable
-from napari_medseg.core.models import load_card, load_model, refine_card, save_card
-from napari_medseg.core.refine import merge_refined, refine_box
+from napari_medseg.core.models import load_card, load_model, save_card
+from napari_medseg.core.refine import merge_refined, refine_box, refine_card
 from napari_medseg.core.volume import Volume
 
 SPEC = RefineSpec(model="refine/card.yaml", box_labels=[1, 2], labels=[1, 2], margin_mm=4.0)
@@ -78,7 +78,9 @@ def test_refine_box_is_the_label_box_grown_by_the_margin_in_mm_and_clipped():
 def test_merge_takes_the_second_answer_only_between_the_refined_labels_inside_them():
     first = np.array([[0, 1, 1, 2, 3, 1]], np.uint8)[None]
     second = np.array([[2, 2, 1, 1, 2, 0]], np.uint8)[None]  # on the box: columns 0..5
-    out = merge_refined(first.copy(), second, (slice(0, 1), slice(0, 1), slice(0, 6)), [1, 2])
+    out = first.copy()
+    changed = merge_refined(out, second, (slice(0, 1), slice(0, 1), slice(0, 6)), [1, 2])
+    np.testing.assert_array_equal(changed[0, 0], out[0, 0] != first[0, 0])
     # background and spleen stay; liver/lesion follow the second pass, unless it says neither
     np.testing.assert_array_equal(out[0, 0], [0, 2, 1, 1, 3, 1])
 
@@ -100,7 +102,9 @@ def test_segmenter_runs_the_refining_card_on_the_box_and_merges_it(tmp_path):
     box = refine_box(first, SPEC, vol.spacing)
     assert box is not None
     second = seg.refiner.predict(vol.crop(box), postprocess=False).labels.array
-    np.testing.assert_array_equal(got.labels.array, merge_refined(first.copy(), second, box, SPEC.labels))
+    expected = first.copy()
+    merge_refined(expected, second, box, SPEC.labels)
+    np.testing.assert_array_equal(got.labels.array, expected)
     assert got.labels.same_grid(vol)
     # a scan coarser than refine.max_spacing_mm (here 1.5 mm slices against 1.4) gets the first pass alone
     seg.card.refine = RefineSpec(**{**SPEC.__dict__, "max_spacing_mm": 1.4})

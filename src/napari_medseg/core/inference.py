@@ -228,7 +228,8 @@ class Segmenter:
         # a cascade card (``refine``): the second network, on its own finer grid, in the first's box
         self.refiner: Segmenter | None = None
         if card.refine is not None:
-            from napari_medseg.core.models import network_for_card, refine_card
+            from napari_medseg.core.models import network_for_card
+            from napari_medseg.core.refine import refine_card
 
             second = refine_card(card)
             self.refiner = Segmenter(second, network_for_card(second, self.device), device=self.device,
@@ -389,10 +390,8 @@ class Segmenter:
         second = self.refiner.predict(volume.crop(box), postprocess=False, return_probability=prob is not None,
                                       progress=sub_progress if progress is not None else None,
                                       should_stop=should_stop)
-        before = out[box].copy() if prob is not None else None
-        merge_refined(out, second.labels.array, box, spec.labels)
+        changed = merge_refined(out, second.labels.array, box, spec.labels)
         if prob is not None:
-            changed = out[box] != before
             prob[box][changed] = second.probability.array[changed]
 
     # -- the network call ----------------------------------------------------------------------

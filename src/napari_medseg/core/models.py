@@ -33,7 +33,7 @@ from napari_medseg.core.errors import CardError, ModelError
 from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.networks import build_network, load_weights
 
-__all__ = ["load_card", "save_card", "card_to_data", "card_from_dict", "validate_card", "refine_card", "build_network",
+__all__ = ["load_card", "save_card", "card_to_data", "card_from_dict", "validate_card", "build_network",
            "load_weights", "load_model", "CARD_NAMES"]
 
 log = logging.getLogger(__name__)
@@ -320,33 +320,6 @@ def _check_refine(card: ModelCard) -> None:
     if ref.max_spacing_mm is not None and not (_is_num(ref.max_spacing_mm) and ref.max_spacing_mm > 0):
         raise CardError(f"refine.max_spacing_mm: expected a voxel size in mm > 0, or null for every scan, "
                         f"got {ref.max_spacing_mm!r}")
-
-
-def refine_card(card: ModelCard) -> ModelCard:
-    """The validated card of ``card``'s second (refining) network, read from its folder.
-
-    Raises:
-        CardError: no refine section, a missing or wrong second card, or one whose label values
-            differ from the first card's (the two answers are merged value by value).
-    """
-    if card.refine is None:
-        raise CardError(f"{card.name}: the card has no refine section")
-    path = Path(card.refine.model)
-    if not path.is_absolute():
-        if card.folder is None:
-            raise CardError(f"{card.name}: refine.model {card.refine.model!r} is relative, but the card has no "
-                            "folder to resolve it against")
-        path = card.folder / path
-    if not path.is_file():
-        raise CardError(f"{card.path or card.name}: refine.model: card file {str(path)!r} not found")
-    second = load_card(path)
-    if second.refine is not None:
-        raise CardError(f"{path}: refine: a refining card cannot refine again")
-    missing = sorted(set(card.refine.labels) - set(second.labels.names))
-    if missing or any(second.labels.names.get(v) != card.labels.names.get(v) for v in card.refine.labels):
-        raise CardError(f"{path}: labels: the refining card must name refine.labels {card.refine.labels} as "
-                        f"{card.name} does ({ {v: card.labels.names.get(v) for v in card.refine.labels} })")
-    return second
 
 
 def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:

@@ -15,9 +15,40 @@ networks' probabilities; it has not been measured.)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from napari_medseg.core.card import RefineSpec
+from napari_medseg.core.card import ModelCard, RefineSpec
+from napari_medseg.core.errors import CardError
+
+
+def refine_card(card: ModelCard) -> ModelCard:
+    """The validated card of ``card``'s second (refining) network, read from its folder.
+
+    Raises:
+        CardError: no refine section, a missing or wrong second card, or one that names
+            ``refine.labels`` differently from the first card (the answers are merged value by value).
+    """
+    from napari_medseg.core.models import load_card
+
+    if card.refine is None:
+        raise CardError(f"{card.name}: the card has no refine section")
+    path = Path(card.refine.model)
+    if not path.is_absolute():
+        if card.folder is None:
+            raise CardError(f"{card.name}: refine.model {card.refine.model!r} is relative, but the card has no "
+                            "folder to resolve it against")
+        path = card.folder / path
+    if not path.is_file():
+        raise CardError(f"{card.path or card.name}: refine.model: card file {str(path)!r} not found")
+    second = load_card(path)
+    if second.refine is not None:
+        raise CardError(f"{path}: refine: a refining card cannot refine again")
+    if any(second.labels.names.get(v) != card.labels.names.get(v) for v in card.refine.labels):
+        raise CardError(f"{path}: labels: the refining card must name refine.labels {card.refine.labels} as "
+                        f"{card.name} does ({ {v: card.labels.names.get(v) for v in card.refine.labels} })")
+    return second
 
 
 def refine_box(labels: np.ndarray, spec: RefineSpec, spacing) -> tuple[slice, ...] | None:
@@ -37,10 +68,10 @@ def refine_box(labels: np.ndarray, spec: RefineSpec, spacing) -> tuple[slice, ..
 
 def merge_refined(first: np.ndarray, second: np.ndarray, box: tuple[slice, ...], labels) -> np.ndarray:
     """Merge the second network's labels (on the box) into the first's (on the scan), in place:
-    where the first pass gave one of ``labels`` and the second gives one of them, the second's is
-    taken. Returns ``first``."""
+    where the first pass gave one of ``labels`` and the second gives another of them, the second's
+    is taken. Returns the mask (on the box) of the voxels that changed."""
     values = list(labels)
     part = first[box]
-    take = np.isin(part, values) & np.isin(second, values)
-    part[take] = second[take]
-    return first
+    changed = np.isin(part, values) & np.isin(second, values) & (second != part)
+    part[changed] = second[changed]
+    return changed
