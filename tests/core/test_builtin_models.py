@@ -220,3 +220,23 @@ def test_lesion_dice_is_broken_down_by_lesion_size_and_contrast():
     assert by["all < 10 mm"] == {"dice": 0.0, "n": 1}
     assert by["contrast t1"] == {"dice": pytest.approx(0.9), "n": 1}
     assert by["contrast flair"] == {"dice": pytest.approx(0.15), "n": 2}
+
+
+def test_mr_brain_keeps_a_tumour_in_its_oedema_and_drops_one_in_bare_white_matter():
+    """mr-brain's post-processing (its card, as shipped): a tumour component lies in brain tissue
+    and has oedema around at least 30% of its border; a "tumour" in plain white matter (its false
+    positives on T1-like phantoms) becomes background, while a real one in its oedema, or touching
+    the cortex on one side, stays."""
+    from napari_medseg.core.inference import apply_postprocess
+
+    card, _ = load_model("mr-brain")
+    gm, wm, tumour, oedema = (card.labels.value_of(n) for n in ("grey_matter", "white_matter", "tumour", "oedema"))
+    a = np.full((20, 60, 60), wm, dtype=np.uint8)
+    a[:, :, :4] = gm
+    a[4:16, 4:26, 4:26] = oedema          # oedema on the cortex ...
+    a[6:14, 6:14, 4:12] = tumour          # ... with a tumour touching the cortex inside it
+    a[7:13, 40:46, 40:46] = tumour        # a bare "tumour" in white matter
+    out = apply_postprocess(card.postprocess, a, (1.0, 1.0, 1.0))
+    assert np.all(out[6:14, 6:14, 4:12] == tumour)
+    assert np.all(out[7:13, 40:46, 40:46] == 0)
+    assert np.array_equal(out[a != tumour], a[a != tumour])
