@@ -9,7 +9,7 @@ import pytest
 
 from napari_medseg.core.errors import GeometryError
 from napari_medseg.core.labels import LabelTable
-from napari_medseg.core.lesions import lesion_detection
+from napari_medseg.core.lesions import lesion_components, lesion_detection
 from napari_medseg.core.metrics import dice, evaluate, label_statistics, summarize
 
 
@@ -120,6 +120,30 @@ def test_lesion_detection_counts_found_missed_and_false_lesions():
     assert result.precision == pytest.approx(1 / 3)
     big = lesion_detection(pred, ref, min_diameter_mm=4.5)  # 64 voxels ~ 4.96 mm, 27 ~ 3.72 mm
     assert (big.n_ref, big.found, big.sensitivity) == (1, 1, 1.0)
+
+
+def test_fragments_of_one_lesion_group_into_one_within_the_gap():
+    """Oedema cut into pieces by a sulcus: the prediction joins them, so plain components count the
+    small piece as missed (its Dice with the large joined component is under 0.1); grouping pieces
+    closer than the gap (BraTS 2023's way) makes it one lesion, found. Pieces farther apart stay
+    apart, and the grouping leaves every lesion's own voxels (its size) unchanged."""
+    ref = np.zeros((12, 40, 70), dtype=np.uint8)
+    ref[1:11, 5:35, 5:45] = 5          # the main oedema, 12 000 voxels
+    ref[4:8, 15:19, 48:52] = 5         # a 64-voxel fragment 3 voxels beyond it (a 2 mm sulcus between)
+    ref[4:8, 15:19, 62:66] = 5         # and one 10 voxels beyond that fragment
+    pred = np.zeros_like(ref)
+    pred[1:11, 5:35, 5:52] = 5         # the prediction bridges the sulcus to the first fragment
+    spacing = (1.0, 1.0, 1.0)
+    plain = lesion_detection(pred, ref, spacing, label=5)
+    assert plain.n_ref == 3 and plain.found == 1           # the bridged fragment "missed", the far one too
+    grouped = lesion_detection(pred, ref, spacing, label=5, group_gap_mm=6.0)
+    assert grouped.n_ref == 2 and grouped.found == 1 and grouped.n_pred == 1
+    assert sorted(x.voxels for x in grouped.ref) == [64, 12064]
+    assert lesion_components(ref == 5, spacing, group_gap_mm=6.0)[1] == 2
+    assert lesion_components(ref == 5, spacing, group_gap_mm=20.0)[1] == 1
+    assert lesion_components(ref == 5, (1.0, 1.0, 8.0), group_gap_mm=6.0)[1] == 3  # gaps of 3 voxels of 8 mm
+    with pytest.raises(ValueError, match="group_gap_mm"):
+        lesion_components(ref == 5, spacing, group_gap_mm=-1.0)
 
 
 def test_a_lesion_split_in_two_by_the_prediction_still_counts_as_found():
