@@ -142,8 +142,9 @@ def test_fragments_of_one_lesion_group_into_one_within_the_gap():
     assert lesion_components(ref == 5, spacing, group_gap_mm=6.0)[1] == 2
     assert lesion_components(ref == 5, spacing, group_gap_mm=20.0)[1] == 1
     assert lesion_components(ref == 5, (1.0, 1.0, 8.0), group_gap_mm=6.0)[1] == 3  # gaps of 3 voxels of 8 mm
-    with pytest.raises(ValueError, match="group_gap_mm"):
-        lesion_components(ref == 5, spacing, group_gap_mm=-1.0)
+    for bad in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="group_gap_mm"):
+            lesion_detection(pred, ref, spacing, label=5, group_gap_mm=bad)
 
 
 def test_a_lesion_split_in_two_by_the_prediction_still_counts_as_found():

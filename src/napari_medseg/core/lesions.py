@@ -83,11 +83,11 @@ def lesion_components(mask: np.ndarray, spacing: Sequence[float] | None = None, 
     components, or, with ``group_gap_mm``, the components of the mask grown by half that gap (an
     ellipsoid in mm), each keeping only the mask's own voxels, so that pieces closer than the gap
     are one lesion."""
-    comp, n = components(mask, connectivity)
-    if not group_gap_mm or n < 2:
-        return comp, n
-    if not (np.isfinite(group_gap_mm) and group_gap_mm > 0):
+    if group_gap_mm is not None and not (np.isfinite(group_gap_mm) and group_gap_mm > 0):
         raise ValueError(f"group_gap_mm={group_gap_mm} must be a distance in mm > 0")
+    comp, n = components(mask, connectivity)
+    if group_gap_mm is None or n < 2:
+        return comp, n
     sp = check_spacing(spacing, mask.ndim)
     half = group_gap_mm / 2.0
     radius = np.floor(half / sp).astype(int)
