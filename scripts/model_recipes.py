@@ -283,7 +283,10 @@ RECIPES: dict[str, Recipe] = {
         # round of this stage from its best weights, as for the CT models (13.6 min, best validation Dice
         # 0.822 at epoch 18, under round 1's 0.831): tissue 0.939 -> 0.942, oedema 0.878 -> 0.891, but
         # tumour Dice 0.587 -> 0.576 (T1 0.836, FLAIR 0.348) and 27 of 30 tumours found instead of 28.
-        # Not taken.)
+        # Not taken. In session 13 a round from the shipped weights with 32 extra FLAIR phantoms with a
+        # tumour each (seeds 3000-3031; 26 min, best validation Dice 0.818 at epoch 14): tuning tumour
+        # Dice 0.587 -> 0.588, FLAIR 0.367 -> 0.368, 27 of 30 found. Not taken: more FLAIR examples do
+        # not teach the slice-wise network the FLAIR tumour.)
         lesion_stage={"epochs": 20, "lr": 5e-4, "warmup_iterations": 20, "patience": 10,
                       "class_weights": {"tumour": 3.0, "oedema": 2.0}, "extra_phantoms": 24, "n_val": 8},
         lesion_labels=("tumour", "oedema"),
