@@ -129,7 +129,7 @@ def test_fragments_of_one_lesion_group_into_one_within_the_gap():
     apart, and the grouping leaves every lesion's own voxels (its size) unchanged."""
     ref = np.zeros((12, 40, 70), dtype=np.uint8)
     ref[1:11, 5:35, 5:45] = 5          # the main oedema, 12 000 voxels
-    ref[4:8, 15:19, 48:52] = 5         # a 64-voxel fragment 3 voxels beyond it (a 2 mm sulcus between)
+    ref[4:8, 15:19, 48:52] = 5         # a 64-voxel fragment beyond a 3-voxel sulcus
     ref[4:8, 15:19, 62:66] = 5         # and one 10 voxels beyond that fragment
     pred = np.zeros_like(ref)
     pred[1:11, 5:35, 5:52] = 5         # the prediction bridges the sulcus to the first fragment

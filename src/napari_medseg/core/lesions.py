@@ -85,14 +85,13 @@ def lesion_components(mask: np.ndarray, spacing: Sequence[float] | None = None, 
     are one lesion."""
     if group_gap_mm is not None and not (np.isfinite(group_gap_mm) and group_gap_mm > 0):
         raise ValueError(f"group_gap_mm={group_gap_mm} must be a distance in mm > 0")
-    comp, n = components(mask, connectivity)
-    if group_gap_mm is None or n < 2:
-        return comp, n
+    if group_gap_mm is None or not mask.any():
+        return components(mask, connectivity)
     sp = check_spacing(spacing, mask.ndim)
     half = group_gap_mm / 2.0
     radius = np.floor(half / sp).astype(int)
     if not radius.any():
-        return comp, n
+        return components(mask, connectivity)
     grid = np.ogrid[tuple(slice(-int(r), int(r) + 1) for r in radius)]
     footprint = sum((g * s / half) ** 2 for g, s in zip(grid, sp)) <= 1.0
     nz = np.nonzero(mask)
