@@ -413,3 +413,64 @@ def test_2_5d_card_checks_its_channel_count_and_mode():
     card3d.inference.context_slices = 1
     with pytest.raises(CardError, match="context_slices: neighbouring slices are for 2D"):
         validate_card(card3d, check_weights=False)
+
+
+def _mirrored_card(dims: int, axes, roi) -> ModelCard:
+    card = _card(dims=dims, roi=roi)
+    card.inference.mirror_axes = list(axes)
+    return card
+
+
+def test_mirroring_averages_the_scores_of_the_scan_and_its_mirror_image_3d():
+    """``mirror_axes`` [1, 2]: the labels are the argmax of the mean of the network's scores over
+    the four mirrorings along model axes 1 and 2 (one window covers the scan, so no blending)."""
+    net = _unet(3)
+    vol = _volume((16, 16, 16))
+    got = Segmenter(_mirrored_card(3, [1, 2], (16, 16, 16)), net, precision="fp32").predict(vol).labels.array
+    x = torch.from_numpy(vol.array)[None, None]
+    with torch.inference_mode():
+        scores = sum(net(x.flip(d) if d else x).flip(d) if d else net(x) for d in ((), (3,), (4,), (3, 4)))
+    np.testing.assert_array_equal(got, scores.argmax(1)[0].numpy())
+    plain = Segmenter(_card(roi=(16, 16, 16)), net, precision="fp32").predict(vol).labels.array
+    assert (plain != got).any()  # the random network is not mirror-symmetric: the average differs
+
+
+def test_mirroring_makes_the_labels_of_a_mirrored_scan_the_mirror_of_the_labels():
+    net = _unet(3, seed=4)
+    vol = _volume((16, 16, 16), seed=2)
+    flipped = Volume(np.ascontiguousarray(vol.array[:, ::-1]), vol.affine)
+    for axes, equal in (([], False), ([1], True)):
+        seg = Segmenter(_mirrored_card(3, axes, (16, 16, 16)), net, precision="fp32")
+        a, b = seg.predict(vol).labels.array, seg.predict(flipped).labels.array
+        assert np.array_equal(a[:, ::-1], b) is equal
+
+
+def test_mirroring_2d_flips_within_the_slice_and_skips_the_slice_axis():
+    net = _unet(2)
+    vol = _volume((6, 16, 16))
+    seg = Segmenter(_mirrored_card(2, [1], (16, 16)), net, precision="fp32")
+    got = seg.predict(vol, axis=0).labels.array
+    x = torch.from_numpy(vol.array)[:, None]
+    with torch.inference_mode():
+        ref = (net(x) + net(x.flip(2)).flip(2)).argmax(1).numpy()
+    np.testing.assert_array_equal(got, ref)
+    # along model axis 1 the mirror axis is the slice axis: nothing to mirror, the plain answer
+    vol1 = _volume((16, 5, 16), seed=1)
+    plain = Segmenter(_card(dims=2, roi=(16, 16)), net, precision="fp32").predict(vol1, axis=1).labels.array
+    np.testing.assert_array_equal(seg.predict(vol1, axis=1).labels.array, plain)
+
+
+@pytest.mark.parametrize("axes, message", [
+    ([3], r"expected distinct model axes 0, 1 or 2, got \[3\]"),
+    ([0, 0], r"expected distinct model axes.*\[0, 0\]"),
+    ("0", r"expected distinct model axes.*'0'"),
+    ([2], "axis 2 is the slice axis of this 2D model"),
+])
+def test_mirror_axes_are_checked_and_named(axes, message):
+    from napari_medseg.core.errors import CardError
+    from napari_medseg.core.models import validate_card
+
+    card = _mirrored_card(2, [], (16, 16))
+    card.inference.mirror_axes = axes
+    with pytest.raises(CardError, match=f"inference.mirror_axes: {message}"):
+        validate_card(card, check_weights=False)

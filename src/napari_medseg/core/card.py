@@ -136,6 +136,13 @@ class InferenceSpec:
             the slice from a round lesion; ``network.in_channels`` is then ``preprocessing.channels
             * (2 * context_slices + 1)``, ordered volume by volume, slices from low to high index.
             Slices past the ends repeat the edge slice.
+        mirror_axes: test-time mirroring: model axes (0, 1, 2 in the order of
+            ``preprocessing.orientation``: 0 is left-right for RAS or LPS) along which each window
+            is also run mirrored; the network's scores over every combination of them (2 ** n
+            passes) are averaged before the labels are taken. nnU-Net does this on every axis; here
+            a card names only the axes along which mirrored anatomy is still anatomy its network
+            knows: left-right for a brain, whose labels have no side, never for labels with a side
+            (a mirrored ``kidney_left`` is a right kidney). Each axis doubles the inference time.
     """
 
     mode: str = "3d"
@@ -145,6 +152,7 @@ class InferenceSpec:
     slice_axis: int = 2
     batch_size: int = 4
     context_slices: int = 0
+    mirror_axes: tuple[int, ...] = ()
 
 
 @dataclass

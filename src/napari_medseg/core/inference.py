@@ -35,6 +35,7 @@ with its neighbours as extra channels, read here and in training the same way.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import sys
 import time
@@ -265,7 +266,7 @@ class Segmenter:
         card = self.card
         mode = self._mode(mode)
         array = self._input_array(volume, extra_channels)
-        space = self._space(volume, mode, axis)
+        space, slice_model_axis = self._space(volume, mode, axis)
         napari_axis = axis if axis is not None else (space.perm[0] if mode == "2d" else None)
         if slice_index is not None and napari_axis is None:
             napari_axis = 0
@@ -339,10 +340,12 @@ class Segmenter:
         to_model = None if mode == "2d" or order == [0, 1, 2] else [0, 1] + [2 + order.index(k) for k in range(3)]
         to_work = None if to_model is None else [0, 1] + [2 + k for k in order]
 
+        mirror = self._mirror_dims(slice_model_axis)
+
         def forward(batch: torch.Tensor) -> torch.Tensor:
             if to_model is None:
-                return self._forward(batch)
-            return self._forward(batch.permute(to_model)).permute(to_work)
+                return self._mirrored_forward(batch, mirror)
+            return self._mirrored_forward(batch.permute(to_model), mirror).permute(to_work)
 
         with torch.inference_mode():
             in_channels = (array.shape[0] if array.ndim == 4 else 1) * (2 * context + 1)
@@ -395,6 +398,30 @@ class Segmenter:
             prob[box][changed] = second.probability.array[changed]
 
     # -- the network call ----------------------------------------------------------------------
+    def _mirror_dims(self, slice_model_axis: int | None) -> list[tuple[int, ...]]:
+        """The batch dimensions to flip for each extra pass of the card's ``inference.mirror_axes``:
+        every non-empty combination of them. The network sees a batch in model axis order, a 2D
+        one as (batch, channel, 1, rows, columns) with the slice axis first; a mirror axis that is
+        the slice axis (a 2D model run along another axis) has nothing to mirror and is left out."""
+        axes = [int(a) for a in self.card.inference.mirror_axes or ()]
+        if slice_model_axis is None:
+            dims = [2 + a for a in axes]
+        else:
+            order = [slice_model_axis] + [k for k in range(3) if k != slice_model_axis]
+            dims = [2 + order.index(a) for a in axes if a != slice_model_axis]
+        return [combo for n in range(1, len(dims) + 1) for combo in itertools.combinations(dims, n)]
+
+    def _mirrored_forward(self, batch: torch.Tensor, mirror: Sequence[tuple[int, ...]]) -> torch.Tensor:
+        """The network's scores for ``batch``, averaged with those of its mirrored copies (each
+        mirrored back), in place so that at most two score tensors exist at once."""
+        y = self._forward(batch)
+        if not mirror:
+            return y
+        y = y.float()
+        for dims in mirror:
+            y += self._forward(batch.flip(dims)).float().flip(dims)
+        return y.div_(len(mirror) + 1)
+
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.spatial_dims == 2:
             batch = batch[:, :, 0]
@@ -440,17 +467,19 @@ class Segmenter:
             raise InferenceError(f"{self.card.name}: inference.roi_size must have 3 values for 3D, got {roi}")
         return roi
 
-    def _space(self, volume: Volume, mode: str, axis: int | None) -> ModelSpace:
+    def _space(self, volume: Volume, mode: str, axis: int | None) -> tuple[ModelSpace, int | None]:
+        """The model space of ``volume`` and, in 2D, the model axis slices are taken along (the
+        space is then permuted to put it first); None in 3D."""
         prep = self.card.preprocessing
         if mode == "3d":
-            return model_space(volume, prep)
+            return model_space(volume, prep), None
         slice_axis = int(self.card.inference.slice_axis)
         if axis is not None:
             if axis not in (0, 1, 2):
                 raise InferenceError(f"axis {axis}: expected a spatial napari axis 0, 1 or 2")
             slice_axis = model_space(volume, prep, slice_axis=slice_axis).model_axis(axis)
         space = model_space(volume, prep, slice_axis=slice_axis)
-        return space.permuted([slice_axis] + [k for k in range(3) if k != slice_axis])
+        return space.permuted([slice_axis] + [k for k in range(3) if k != slice_axis]), slice_axis
 
     def _input_array(self, volume: Volume, extra: Sequence[Volume | np.ndarray] | None) -> np.ndarray:
         need = self.card.input_volumes

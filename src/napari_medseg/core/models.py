@@ -228,6 +228,13 @@ def _check_inference(inf: InferenceSpec, net: NetworkSpec) -> None:
         raise CardError(f"inference.slice_axis: must be 0, 1 or 2, got {inf.slice_axis!r}")
     if not _is_int(inf.batch_size) or inf.batch_size < 1:
         raise CardError(f"inference.batch_size: expected a positive whole number, got {inf.batch_size!r}")
+    axes = inf.mirror_axes
+    if (not isinstance(axes, (list, tuple)) or not all(_is_int(a) and a in (0, 1, 2) for a in axes)
+            or len(set(axes)) != len(axes)):
+        raise CardError(f"inference.mirror_axes: expected distinct model axes 0, 1 or 2, got {axes!r}")
+    if inf.mode == "2d" and inf.slice_axis in axes:
+        raise CardError(f"inference.mirror_axes: axis {inf.slice_axis} is the slice axis of this 2D model; "
+                        "a slice is mirrored within its plane")
 
 
 def _produced_values(out: OutputSpec, net: NetworkSpec) -> set[int]:
