@@ -26,6 +26,7 @@ repository small; they load into the float32 network). The time taken is printed
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -107,12 +108,36 @@ def _mm(spacing) -> str:
     return " x ".join(f"{float(s):g}" for s in spacing)
 
 
+def training_card(recipe, card):
+    """``card`` as the stages train it: with the recipe's ``train_intensity`` (a copy; ``card``
+    itself where the recipe has none)."""
+    if not recipe.train_intensity:
+        return card
+    trained = copy.deepcopy(card)
+    for key, value in recipe.train_intensity.items():
+        setattr(trained.preprocessing.intensity, key, value)
+    return trained
+
+
 def first_stages_card(recipe):
-    """The card stages 1 and 2 train with: the recipe's card, on ``first_spacing`` where it has one."""
+    """The card stages 1 and 2 train with: the recipe's card, on ``first_spacing`` where it has one,
+    with its ``train_intensity``."""
     card = card_from_dict(dict(recipe.card))
     if recipe.first_spacing is not None:
         card.preprocessing.spacing = list(recipe.first_spacing)
-    return card
+    return training_card(recipe, card)
+
+
+def intensity_text(recipe) -> str:
+    """For ``trained_on``: how the card's intensity settings differ from those the stages trained
+    with (``train_intensity``); empty where they agree."""
+    if not recipe.train_intensity:
+        return ""
+    card = recipe.card["preprocessing"]["intensity"]
+    trained = ", ".join(f"{k} {v!r}" for k, v in recipe.train_intensity.items())
+    runs = ", ".join(f"{k} {card.get(k)!r}" for k in recipe.train_intensity)
+    return (f"; every stage trained with intensity {trained}, and the card runs with {runs} "
+            "(chosen on the tuning phantoms after training)")
 
 
 def stages_text(recipe, records: list[dict], n_train: int, n_val: int) -> str:
@@ -255,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             ls_config = TrainConfig(**{**ls_settings, "seed": 2, "checkpoint": str(out_dir / "ckpt.pt")})
             print(f"{recipe.name}: stage 3 (round {round_} of {rounds}) from {init}, {len(extra)} extra phantoms, "
                   f"{len(val3)} for validation", flush=True)
-            result = train(card, train_pairs + extra, out_dir / "card.yaml", ls_config, val_pairs=val3,
-                           init=str(init), progress=progress, resume=args.resume)
+            result = train(training_card(recipe, card), train_pairs + extra, out_dir / "card.yaml", ls_config,
+                           val_pairs=val3, init=str(init), progress=progress, resume=args.resume)
             if result.stopped or result.card_path is None:
                 print(f"{recipe.name}: stage 3 stopped before the end; nothing installed", flush=True)
                 return 1
@@ -288,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     trained = load_card(result.card_path, check_weights=False)
     trained.weights = "model.pt"
     trained.refine = card.refine  # training leaves a second network out; the recipe's card names its own
+    trained.preprocessing.intensity = copy.deepcopy(card.preprocessing.intensity)  # train_intensity undone
     if len(records) > 1:
         trained.trained_on = stages_text(recipe, records, len(train_pairs), len(val_pairs))
+    trained.trained_on = (trained.trained_on or "") + intensity_text(recipe)
     save_card(trained, dest / "card.yaml")
     facts = {"model": recipe.name, "n_train": len(train_pairs), "n_val": len(val_pairs),
              "train_seeds": [TRAIN_SEED0, TRAIN_SEED0 + n_train - 1],

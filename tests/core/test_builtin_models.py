@@ -240,3 +240,43 @@ def test_mr_brain_keeps_a_tumour_in_its_oedema_and_drops_one_in_bare_white_matte
     assert np.all(out[6:14, 6:14, 4:12] == tumour)
     assert np.all(out[7:13, 40:46, 40:46] == 0)
     assert np.array_equal(out[a != tumour], a[a != tumour])
+
+
+def test_mr_brain_trains_with_the_clip_and_runs_without_it():
+    """Every stage of mr-brain trained with values above the 99.5th percentile clipped; the card runs
+    without the clip. A retrain must clip as the shipped weights were trained, the card must not, and
+    its ``trained_on`` must say both."""
+    recipes, trainer = _scripts()
+    recipe = recipes.RECIPES["mr-brain"]
+    from napari_medseg.core.models import card_from_dict
+
+    card = card_from_dict(dict(recipe.card))
+    assert card.preprocessing.intensity.clip is False
+    assert trainer.first_stages_card(recipe).preprocessing.intensity.clip is True
+    assert trainer.training_card(recipe, card).preprocessing.intensity.clip is True
+    assert card.preprocessing.intensity.clip is False  # training_card copies; the card stays as it is
+    shipped = load_model("mr-brain")[0]
+    assert shipped.preprocessing.intensity.clip is False
+    assert shipped.trained_on.endswith(trainer.intensity_text(recipe))
+    assert "every stage trained with intensity clip True, and the card runs with clip False" in shipped.trained_on
+    ct = recipes.RECIPES["ct-abdomen-3d"]  # training and card agree: the card itself, no text
+    ct_card = card_from_dict(dict(ct.card))
+    assert trainer.training_card(ct, ct_card) is ct_card and trainer.intensity_text(ct) == ""
+
+
+def test_without_the_clip_a_flair_tumour_and_its_oedema_stay_apart():
+    """Why mr-brain runs unclipped: on FLAIR the tumour and oedema are the brightest tissue, and where
+    they fill more than 0.5% of the scan the clip at the 99.5th percentile makes them one value."""
+    from napari_medseg.core.preprocess import IntensityTransform
+
+    p = brain_mr(7033)  # a tuning phantom, FLAIR-like
+    assert p.facts["contrast"] == "flair"
+    spec = load_model("mr-brain")[0].preprocessing.intensity
+    medians = {}
+    for clip in (True, False):
+        spec.clip = clip
+        t = torch.from_numpy(p.image.array.astype(np.float32))[None]
+        out = IntensityTransform(spec).fit(p.image.array)(t)[0].numpy()
+        medians[clip] = [float(np.median(out[p.labels.array == v])) for v in (4, 5)]
+    assert medians[True][0] == medians[True][1] == 1.0  # clipped: tumour and oedema one value
+    assert medians[False][0] < medians[False][1] - 0.05  # unclipped: the tumour darker than its oedema

@@ -154,6 +154,10 @@ class InferenceSpec:
     context_slices: int = 0
     mirror_axes: tuple[int, ...] = ()
 
+    def __post_init__(self):
+        if isinstance(self.mirror_axes, list):  # as a card file gives it; a tuple compares equal to the default
+            self.mirror_axes = tuple(self.mirror_axes)
+
 
 @dataclass
 class OutputSpec:
@@ -252,4 +256,6 @@ class ModelCard:
         d.pop("path", None)
         if d.get("refine") is None:  # most cards have none: no empty field in their files
             d.pop("refine", None)
+        if not d["inference"].get("mirror_axes"):
+            d["inference"].pop("mirror_axes", None)
         return d
