@@ -373,3 +373,27 @@ def test_remove_elongated_drops_tubes_into_the_label_around_them_and_keeps_round
         remove_elongated(a, 0.5, sp)
     with pytest.raises(ValueError, match="max_width_mm"):
         remove_elongated(a, 2.0, sp, max_width_mm=0)
+
+
+def test_remove_elongated_keeps_a_flat_disc_broader_than_any_vessel():
+    """A large lesion found on a few slices only is a flat disc: elongated by the longest against
+    the shortest axis, as a vessel is, but broad in two directions where a vessel is narrow in two.
+    ``max_breadth_mm`` keeps it and still removes the tube."""
+    sp = (2.0, 0.8, 0.8)
+    a = np.zeros((20, 80, 80), dtype=np.uint8)
+    a[1:19, 2:78, 2:78] = 1
+    disc = _ball(a.shape, (20.0, 32.0, 32.0), 13.0, sp) & (np.arange(20)[:, None, None] * 2.0 >= 16) \
+        & (np.arange(20)[:, None, None] * 2.0 <= 22)              # 26 mm across, 8 mm thick
+    a[disc] = 7
+    a[4:6, 60:63, 10:70] = 7                                        # a 4 x 2.4 x 48 mm "vessel"
+    axes = principal_axes_mm(disc, sp)
+    assert axes[0] > 2 * axes[-1] and axes[-1] < 12 and axes[1] > 20  # elongated, thin, but broad
+    step = {"op": "remove_elongated", "labels": [7], "max_elongation": 2.0, "max_width_mm": 12.0}
+    from napari_medseg.core.inference import apply_postprocess
+
+    without = apply_postprocess([step], a, sp)
+    assert (without[disc] == 1).all() and (without[4:6, 60:63, 10:70] == 1).all()  # both went
+    kept = apply_postprocess([{**step, "max_breadth_mm": 20.0}], a, sp)
+    assert (kept[disc] == 7).all() and (kept[4:6, 60:63, 10:70] == 1).all()        # the disc stays
+    with pytest.raises(ValueError, match="max_breadth_mm"):
+        remove_elongated(a, 2.0, sp, max_breadth_mm=-1)

@@ -54,7 +54,8 @@ ZSCORE_REGIONS = ("all", "nonzero", "body")
 #   fill_holes {labels: [..]}                           fill enclosed holes per label
 #   keep_inside {labels: [..], host: [..], min_fraction: 0.5}
 #                                                       drop components (lesions) outside a host (organ)
-#   remove_elongated {labels: [..], max_elongation: 2.0, max_width_mm: 12.0 | omitted}
+#   remove_elongated {labels: [..], max_elongation: 2.0, max_width_mm: 12.0 | omitted,
+#                     max_breadth_mm: 20.0 | omitted}
 #                                                       drop tube-like components (vessels taken for lesions)
 POSTPROCESS_OPS = ("largest_component", "remove_small", "fill_holes", "keep_inside", "remove_elongated")
 

@@ -156,9 +156,10 @@ def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequenc
         elif op == "keep_inside":
             array = pp.keep_inside(array, labels, step["host"], float(step.get("min_fraction", 0.5)))
         elif op == "remove_elongated":
-            width = step.get("max_width_mm")
+            width, breadth = step.get("max_width_mm"), step.get("max_breadth_mm")
             array = pp.remove_elongated(array, float(step["max_elongation"]), spacing=spacing, labels=labels,
-                                        max_width_mm=None if width is None else float(width))
+                                        max_width_mm=None if width is None else float(width),
+                                        max_breadth_mm=None if breadth is None else float(breadth))
         else:
             raise InferenceError(f"postprocess op {op!r}: expected one of largest_component, remove_small, "
                                  "fill_holes, keep_inside, remove_elongated")

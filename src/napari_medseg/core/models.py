@@ -294,9 +294,10 @@ def _check_postprocess(steps: Any) -> None:
             if not (_is_num(ratio) and math.isfinite(ratio) and ratio >= 1):
                 raise CardError(f"postprocess[{i}].max_elongation: remove_elongated needs a ratio of the longest "
                                 f"to the shortest axis >= 1, got {ratio!r}")
-            width = step.get("max_width_mm")
-            if width is not None and not (_is_num(width) and math.isfinite(width) and width > 0):
-                raise CardError(f"postprocess[{i}].max_width_mm: expected a width in mm > 0, got {width!r}")
+            for key in ("max_width_mm", "max_breadth_mm"):
+                size = step.get(key)
+                if size is not None and not (_is_num(size) and math.isfinite(size) and size > 0):
+                    raise CardError(f"postprocess[{i}].{key}: expected a size in mm > 0, got {size!r}")
         if step["op"] == "keep_inside":
             host = step.get("host")
             if not (isinstance(labels, list) and labels):
