@@ -242,6 +242,26 @@ def test_mr_brain_keeps_a_tumour_in_its_oedema_and_drops_one_in_bare_white_matte
     assert np.array_equal(out[a != tumour], a[a != tumour])
 
 
+
+def test_mr_brain_keeps_oedema_in_brain_tissue_and_drops_it_in_csf():
+    """Oedema spreads through white matter: an "oedema" component whose border is mostly CSF
+    becomes background; oedema in white matter, around a tumour or against the cortex, stays."""
+    from napari_medseg.core.inference import apply_postprocess
+
+    card, _ = load_model("mr-brain")
+    csf, gm, wm, tumour, oedema = (card.labels.value_of(n)
+                                   for n in ("csf", "grey_matter", "white_matter", "tumour", "oedema"))
+    a = np.full((20, 60, 60), wm, dtype=np.uint8)
+    a[:, :, :4] = gm
+    a[4:16, 4:26, 4:26] = oedema          # oedema on the cortex, around a tumour
+    a[6:14, 6:14, 6:14] = tumour
+    a[:, 36:56, 36:56] = csf              # a ventricle ...
+    a[8:12, 42:48, 42:48] = oedema        # ... holding a false "oedema"
+    out = apply_postprocess(card.postprocess, a, (1.0, 1.0, 1.0))
+    assert np.array_equal(out[4:16, 4:26, 4:26], a[4:16, 4:26, 4:26])
+    assert np.all(out[8:12, 42:48, 42:48] == 0)
+    assert np.array_equal(out[a != oedema], a[a != oedema])
+
 def test_mr_brain_trains_with_the_clip_and_runs_without_it():
     """Every stage of mr-brain trained with values above the 99.5th percentile clipped; the card runs
     without the clip. A retrain must clip as the shipped weights were trained, the card must not, and
