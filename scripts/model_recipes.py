@@ -265,8 +265,8 @@ RECIPES: dict[str, Recipe] = {
             "name": "mr-brain",
             "description": "Brain tissues (CSF, grey and white matter) and tumour with oedema on T1-like or "
                            "FLAIR-like MRI, axial slice by slice at 0.9 mm in-plane; a tumour is kept only where "
-                           "oedema surrounds it, oedema only in brain tissue. Demonstration model trained on synthetic phantoms only: not for "
-                           "patients.",
+                           "oedema surrounds it, oedema only in brain tissue. Demonstration model trained on "
+                           "synthetic phantoms only: not for patients.",
             "modality": "MR",
             "labels": _MR_LABELS,
             "network": _unet_2d(out_channels=6),

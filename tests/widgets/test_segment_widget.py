@@ -464,3 +464,13 @@ def test_segment_params_refuse_what_cannot_run(tmp_path, monkeypatch):
         SegmentParams(model="spleen_ct_segmentation", source="zoo").model_target()
     params = SegmentParams(model="m", mode="slice", slice_index=4, slice_axis=1, probability=True)
     assert params.predict_kwargs() == {"mode": None, "slice_index": 4, "axis": 1, "return_probability": True}
+
+
+def test_the_model_text_says_how_a_card_runs_mirrored():
+    from napari_medseg.core.models import load_model
+    from napari_medseg.widgets.segment import describe_card
+
+    card = load_model("mr-brain")[0]
+    assert "mirrored" not in describe_card(card)
+    card.inference.mirror_axes = (0, 1)
+    assert "also mirrored along model axes [0, 1] (4 passes)" in describe_card(card)

@@ -54,7 +54,9 @@ def describe_card(card) -> str:
              f"Labels: {labels}",
              f"Trained on: {card.trained_on or 'not stated'}",
              f"Network: {card.network.arch} {card.network.spatial_dims}D;  mode {inf.mode}, window "
-             f"{list(inf.roi_size)}, overlap {inf.overlap}"]
+             f"{list(inf.roi_size)}, overlap {inf.overlap}"
+             + (f", also mirrored along model axes {list(inf.mirror_axes)} ({2 ** len(inf.mirror_axes)} passes)"
+                if inf.mirror_axes else "")]
     it = pre.intensity
     if it.kind == "window" and it.window:
         lines.append(f"Intensity window: {list(it.window)}")
