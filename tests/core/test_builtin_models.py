@@ -227,7 +227,7 @@ def test_mr_brain_keeps_a_tumour_in_its_oedema_and_drops_one_in_bare_white_matte
     and has oedema around at least 30% of its border; a "tumour" in plain white matter (its false
     positives on T1-like phantoms) becomes background, while a real one in its oedema, or touching
     the cortex on one side, stays."""
-    from napari_medseg.core.inference import apply_postprocess
+    from napari_medseg.core.postprocess import apply_postprocess
 
     card, _ = load_model("mr-brain")
     gm, wm, tumour, oedema = (card.labels.value_of(n) for n in ("grey_matter", "white_matter", "tumour", "oedema"))
@@ -246,7 +246,7 @@ def test_mr_brain_keeps_a_tumour_in_its_oedema_and_drops_one_in_bare_white_matte
 def test_mr_brain_keeps_oedema_in_brain_tissue_and_drops_it_in_csf():
     """Oedema spreads through white matter: an "oedema" component whose border is mostly CSF
     becomes background; oedema in white matter, around a tumour or against the cortex, stays."""
-    from napari_medseg.core.inference import apply_postprocess
+    from napari_medseg.core.postprocess import apply_postprocess
 
     card, _ = load_model("mr-brain")
     csf, gm, wm, tumour, oedema = (card.labels.value_of(n)

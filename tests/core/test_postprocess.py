@@ -295,7 +295,8 @@ def test_keep_inside_rejects_a_missing_label_list_and_a_bad_fraction():
 
 
 def test_a_cards_postprocess_steps_run_in_order_with_the_scan_spacing():
-    from napari_medseg.core.inference import InferenceError, apply_postprocess
+    from napari_medseg.core.inference import InferenceError
+    from napari_medseg.core.postprocess import apply_postprocess
 
     a = lesion_scene()
     a[0, 0, 0] = 1                                           # a stray organ voxel
@@ -363,7 +364,7 @@ def test_remove_elongated_drops_tubes_into_the_label_around_them_and_keeps_round
     assert (remove_elongated(a, 2.1, sp, labels=[7], max_width_mm=3.2)[8:11, 30:33, 5:55] == 1).all()
     assert np.array_equal(remove_elongated(a, 100.0, sp, labels=[7]), a)
     # a card step reaches it with the scan's spacing and its width limit
-    from napari_medseg.core.inference import apply_postprocess
+    from napari_medseg.core.postprocess import apply_postprocess
 
     step = {"op": "remove_elongated", "labels": [7], "max_elongation": 2.1, "max_width_mm": 3.0}
     assert np.array_equal(apply_postprocess([step], a, sp), wide_only)
@@ -389,7 +390,7 @@ def test_remove_elongated_keeps_a_flat_disc_broader_than_any_vessel():
     axes = principal_axes_mm(disc, sp)
     assert axes[0] > 2 * axes[-1] and axes[-1] < 12 and axes[1] > 20  # elongated, thin, but broad
     step = {"op": "remove_elongated", "labels": [7], "max_elongation": 2.0, "max_width_mm": 12.0}
-    from napari_medseg.core.inference import apply_postprocess
+    from napari_medseg.core.postprocess import apply_postprocess
 
     without = apply_postprocess([step], a, sp)
     assert (without[disc] == 1).all() and (without[4:6, 60:63, 10:70] == 1).all()  # both went

@@ -35,7 +35,6 @@ with its neighbours as extra channels, read here and in training the same way.
 from __future__ import annotations
 
 import ctypes
-import itertools
 import logging
 import sys
 import time
@@ -49,6 +48,8 @@ from napari_medseg.core.card import ModelCard
 from napari_medseg.core.errors import InferenceError
 from napari_medseg.core.labelling import LabelWriter
 from napari_medseg.core.labels import LabelTable, label_dtype
+from napari_medseg.core.mirroring import mirror_flips, mirrored_scores
+from napari_medseg.core.postprocess import apply_postprocess
 from napari_medseg.core.preprocess import IntensityTransform, ModelSpace, context_rows, model_space
 from napari_medseg.core.sliding_window import SlabStitcher, importance_map, plan_windows, run_windows
 from napari_medseg.core.volume import Volume
@@ -136,34 +137,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return precision
-
-
-def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Run a card's ``postprocess`` steps (``largest_component``, ``remove_small``, ``fill_holes``,
-    ``keep_inside``, ``remove_elongated``); :mod:`napari_medseg.core.postprocess` explains each."""
-    from napari_medseg.core import postprocess as pp
-
-    for step in steps:
-        step = dict(step)
-        op = step.pop("op", None)
-        labels = step.pop("labels", None)
-        if op == "largest_component":
-            array = pp.keep_largest_component(array, labels=labels)
-        elif op == "remove_small":
-            array = pp.remove_small_islands(array, float(step.get("min_ml", 0.0)), spacing=spacing, labels=labels)
-        elif op == "fill_holes":
-            array = pp.fill_holes(array, labels=labels)
-        elif op == "keep_inside":
-            array = pp.keep_inside(array, labels, step["host"], float(step.get("min_fraction", 0.5)))
-        elif op == "remove_elongated":
-            width, breadth = step.get("max_width_mm"), step.get("max_breadth_mm")
-            array = pp.remove_elongated(array, float(step["max_elongation"]), spacing=spacing, labels=labels,
-                                        max_width_mm=None if width is None else float(width),
-                                        max_breadth_mm=None if breadth is None else float(breadth))
-        else:
-            raise InferenceError(f"postprocess op {op!r}: expected one of largest_component, remove_small, "
-                                 "fill_holes, keep_inside, remove_elongated")
-    return array
 
 
 # ------------------------------------------------------------------------------- results
@@ -341,12 +314,12 @@ class Segmenter:
         to_model = None if mode == "2d" or order == [0, 1, 2] else [0, 1] + [2 + order.index(k) for k in range(3)]
         to_work = None if to_model is None else [0, 1] + [2 + k for k in order]
 
-        mirror = self._mirror_dims(slice_model_axis)
+        flips = mirror_flips(card.inference.mirror_axes or (), slice_model_axis)
 
         def forward(batch: torch.Tensor) -> torch.Tensor:
             if to_model is None:
-                return self._mirrored_forward(batch, mirror)
-            return self._mirrored_forward(batch.permute(to_model), mirror).permute(to_work)
+                return mirrored_scores(self._forward, batch, flips)
+            return mirrored_scores(self._forward, batch.permute(to_model), flips).permute(to_work)
 
         with torch.inference_mode():
             in_channels = (array.shape[0] if array.ndim == 4 else 1) * (2 * context + 1)
@@ -399,30 +372,6 @@ class Segmenter:
             prob[box][changed] = second.probability.array[changed]
 
     # -- the network call ----------------------------------------------------------------------
-    def _mirror_dims(self, slice_model_axis: int | None) -> list[tuple[int, ...]]:
-        """The batch dimensions to flip for each extra pass of the card's ``inference.mirror_axes``:
-        every non-empty combination of them. The network sees a batch in model axis order, a 2D
-        one as (batch, channel, 1, rows, columns) with the slice axis first; a mirror axis that is
-        the slice axis (a 2D model run along another axis) has nothing to mirror and is left out."""
-        axes = [int(a) for a in self.card.inference.mirror_axes or ()]
-        if slice_model_axis is None:
-            dims = [2 + a for a in axes]
-        else:
-            order = [slice_model_axis] + [k for k in range(3) if k != slice_model_axis]
-            dims = [2 + order.index(a) for a in axes if a != slice_model_axis]
-        return [combo for n in range(1, len(dims) + 1) for combo in itertools.combinations(dims, n)]
-
-    def _mirrored_forward(self, batch: torch.Tensor, mirror: Sequence[tuple[int, ...]]) -> torch.Tensor:
-        """The network's scores for ``batch``, averaged with those of its mirrored copies (each
-        mirrored back), in place so that at most two score tensors exist at once."""
-        y = self._forward(batch)
-        if not mirror:
-            return y
-        y = y.float()
-        for dims in mirror:
-            y += self._forward(batch.flip(dims)).float().flip(dims)
-        return y.div_(len(mirror) + 1)
-
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.spatial_dims == 2:
             batch = batch[:, :, 0]

@@ -14,6 +14,9 @@ tools widget and the command line all call. Rules they share:
   (6-connectivity in 3D);
 * voxels a function removes become background (0).
 
+A model card's ``postprocess`` list runs through :func:`apply_postprocess`, the one dispatcher
+from a step's ``op`` to the function here.
+
 Distance-based morphology (dilate/erode by mm, smoothing, fill between slices) lives in
 :mod:`napari_medseg.core.morphology`; semantic/instance/panoptic outputs in
 :mod:`napari_medseg.core.outputs`.
@@ -27,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from napari_medseg.core.errors import InferenceError
 from napari_medseg.core.regions import (
     check_axis,
     check_label_array,
@@ -371,3 +375,30 @@ def relabel(array: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
 def merge_labels(array: np.ndarray, sources: Iterable[int], target: int) -> np.ndarray:
     """Merge the ``sources`` label values into ``target`` (e.g. liver segments into liver)."""
     return relabel(array, {int(s): int(target) for s in sources})
+
+
+def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Run a card's ``postprocess`` steps (``largest_component``, ``remove_small``, ``fill_holes``,
+    ``keep_inside``, ``remove_elongated``), as the engine does after segmenting; each is explained
+    above. An unknown op raises :class:`~napari_medseg.core.errors.InferenceError`."""
+    for step in steps:
+        step = dict(step)
+        op = step.pop("op", None)
+        labels = step.pop("labels", None)
+        if op == "largest_component":
+            array = keep_largest_component(array, labels=labels)
+        elif op == "remove_small":
+            array = remove_small_islands(array, float(step.get("min_ml", 0.0)), spacing=spacing, labels=labels)
+        elif op == "fill_holes":
+            array = fill_holes(array, labels=labels)
+        elif op == "keep_inside":
+            array = keep_inside(array, labels, step["host"], float(step.get("min_fraction", 0.5)))
+        elif op == "remove_elongated":
+            width, breadth = step.get("max_width_mm"), step.get("max_breadth_mm")
+            array = remove_elongated(array, float(step["max_elongation"]), spacing=spacing, labels=labels,
+                                     max_width_mm=None if width is None else float(width),
+                                     max_breadth_mm=None if breadth is None else float(breadth))
+        else:
+            raise InferenceError(f"postprocess op {op!r}: expected one of largest_component, remove_small, "
+                                 "fill_holes, keep_inside, remove_elongated")
+    return array
