@@ -33,9 +33,9 @@ models = {m.name: m for m in list_models()}
 for name in ("ct-abdomen-3d", "ct-abdomen-2d", "mr-brain"):
     assert name in models and models[name].has_weights, (name, sorted(models))
     assert str(pkg) in models[name].path, models[name].path
-from napari_medseg.core.inference import Segmenter  # ct-abdomen-3d's second network comes along
+from napari_medseg.core.inference import Segmenter  # the second networks come along
 from napari_medseg.core.models import load_model
-for name in ("ct-abdomen-3d", "ct-abdomen-2d"):  # the 2D card names the 3D model's second network
+for name in ("ct-abdomen-3d", "ct-abdomen-2d", "mr-brain"):  # the 2D CT card names the 3D model's second network
     refiner = Segmenter(*load_model(name)).refiner
     assert refiner is not None and str(pkg) in str(refiner.card.path), (name, refiner)
 print("wheel OK:", pkg, "models:", ", ".join(sorted(models)))

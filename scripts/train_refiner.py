@@ -1,19 +1,23 @@
 """Train a built-in model's refining network (its card's ``refine``, a cascade) after the model itself.
 
-    .venv/bin/python scripts/train_refiner.py ct-abdomen-3d [--out src/napari_medseg/models]
+    .venv/bin/python scripts/train_refiner.py ct-abdomen-3d|mr-brain [--out src/napari_medseg/models]
 
 The recipe's ``refine_stage`` (``model_recipes.py``) says how: a copy of the model's network on a
-finer grid (``spacing``), started from the model's shipped weights ``OUT/<name>/model.pt``, trained
+finer grid (``spacing``), started from the model's shipped weights ``OUT/<name>/model.pt`` (or a
+network of its own, ``network`` and ``inference``, from random weights: ``from_scratch``), trained
 on the box of the ground-truth ``box_labels`` plus ``margin_mm`` of the phantoms of the model's
-lesion stage (its training phantoms and lesion-rich ones), validated on the same box of the lesion
-stage's validation phantoms, ``rounds`` times (each round from the one before's best weights, the
-same phantoms, settings and seed: a warm restart, as for the lesion stage). The box is cut by
+lesion stage (its training phantoms and lesion-rich ones; ``extra_phantoms`` and ``n_val`` over the
+lesion stage's), validated on the same box of the lesion stage's validation phantoms (phantoms
+without any of the box labels, a brain without a tumour, have no box and are left out), ``rounds``
+times (each round from the one before's best weights, the same phantoms, settings and seed: a warm
+restart, as for the lesion stage). The box is cut by
 :func:`napari_medseg.core.refine.refine_box`, the function the engine cuts it with at inference
 (there around the model's own answer), so both see the same context.
 
 Writes ``OUT/<name>/refine/card.yaml`` + ``model.pt`` (float16) + ``training.json``, and the
 ``refine`` section of ``OUT/<name>/card.yaml``. ``--round 2`` runs round 2 alone from round 1's
-weights in ``WORK/<name>-refine/round1/card.pt``.
+weights in ``WORK/<name>-refine/round1/card.pt`` (each round leaves its record beside them, in
+``record.json``, for the card's ``trained_on``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_recipes import (  # noqa: E402
     LESION_SEED0, RECIPES, TRAIN_SEED0, UNENHANCED_SEED0, VAL_SEED0, make_phantom)
 
-from train_builtin_models import install_half_weights  # noqa: E402
+from train_builtin_models import _lesion_kwargs, install_half_weights  # noqa: E402
 
 from napari_medseg.core.card import RefineSpec  # noqa: E402
 from napari_medseg.core.models import card_from_dict, load_card, save_card  # noqa: E402
@@ -40,18 +44,20 @@ from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa
 
 REPO = Path(__file__).resolve().parents[1]
 #: refine_stage keys that are not TrainConfig fields
-REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "max_spacing_mm", "rounds")
+REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "max_spacing_mm", "rounds", "network", "inference",
+                "from_scratch", "extra_phantoms", "n_val")
 
 
 def box_pairs(kind: str, seeds: range, spec: RefineSpec, **kwargs) -> list[TrainingPair]:
-    """Phantoms cut to the refining box around their ground truth (``spec``, label values)."""
+    """Phantoms cut to the refining box around their ground truth (``spec``, label values); a
+    phantom holding none of the box labels has no box and is left out (as the engine runs no second
+    pass where the first found none)."""
     pairs = []
     for s in seeds:
         p = make_phantom(kind, s, **kwargs)
         box = refine_box(p.labels.array, spec, p.image.spacing)
-        if box is None:
-            raise SystemExit(f"{kind} seed {s}: holds none of the box labels {spec.box_labels}")
-        pairs.append(TrainingPair(p.image.crop(box), p.labels.crop(box), f"{kind} seed {s}, refining box"))
+        if box is not None:
+            pairs.append(TrainingPair(p.image.crop(box), p.labels.crop(box), f"{kind} seed {s}, refining box"))
     return pairs
 
 
@@ -63,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--epochs", type=int, help="override the epochs of each round (a quick trial)")
     ap.add_argument("--iterations", type=int, help="override the iterations per epoch")
-    ap.add_argument("--round", type=int, default=1, help="start at this round, from the round before's weights")
+    ap.add_argument("--round", type=int, default=1,
+                    help="start at this round, from the round before's weights (one past the last: install "
+                         "the last round's weights again)")
     args = ap.parse_args(argv)
 
     recipe = RECIPES[args.model]
@@ -80,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                       labels=[value[n] for n in facts["labels"]], margin_mm=float(facts["margin_mm"]),
                       max_spacing_mm=facts.get("max_spacing_mm"))
 
-    card = card_from_dict(dict(recipe.card))
+    template = dict(recipe.card)
+    for key in ("network", "inference"):  # a network of its own (from_scratch), else a copy of the model's
+        if key in facts:
+            template[key] = facts[key]
+    card = card_from_dict(template)
     card.labels = names
     card.name = f"{recipe.name}-refine"
     card.description = (f"Second pass of {recipe.name}: {' against '.join(facts['labels'])} inside the box of "
@@ -90,16 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     card.postprocess = []
 
     t0 = time.perf_counter()
-    lesion_kw = {"lesions": lesion.get("extra_lesions", 5)}
-    if lesion.get("extra_hyper_share") is not None:
-        lesion_kw["hyper_share"] = lesion["extra_hyper_share"]
+    lesion_kw = _lesion_kwargs(recipe, lesion.get("extra_lesions", 5), lesion.get("extra_hyper_share"))
+    n_extra = facts.get("extra_phantoms", lesion.get("extra_phantoms", 0))
     train_pairs = box_pairs(recipe.kind, range(TRAIN_SEED0, TRAIN_SEED0 + recipe.n_train), spec)
-    train_pairs += box_pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + lesion.get("extra_phantoms", 0)),
-                             spec, **lesion_kw)
+    train_pairs += box_pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra), spec, **lesion_kw)
     n_plain = lesion.get("extra_unenhanced", 0)
     train_pairs += box_pairs(recipe.kind, range(UNENHANCED_SEED0, UNENHANCED_SEED0 + n_plain), spec,
                              phase="unenhanced")
-    n_val = lesion.get("n_val", recipe.n_val)
+    n_val = facts.get("n_val", lesion.get("n_val", recipe.n_val))
     val_pairs = box_pairs(recipe.kind, range(VAL_SEED0, VAL_SEED0 + n_val), spec)
     print(f"{card.name}: {len(train_pairs)} training + {len(val_pairs)} validation boxes in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -113,18 +123,29 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work / card.name
     dest = args.out / recipe.name
     rounds = int(facts.get("rounds", 1))
+    scratch = bool(facts.get("from_scratch"))
     init = dest / "model.pt" if args.round == 1 else work / f"round{args.round - 1}" / "card.pt"
-    if not init.is_file():
+    if args.round == 1 and scratch:
+        init = None
+    elif not init.is_file():
         print(f"{card.name}: round {args.round} starts from {init}, which is missing", flush=True)
         return 1
+    # the rounds before the first one run now (``--round``), as each wrote them
     records = []
+    for earlier in range(1, args.round):
+        record = work / f"round{earlier}" / "record.json"
+        if not record.is_file():
+            print(f"{card.name}: round {earlier}'s record {record} is missing", flush=True)
+            return 1
+        records.append(json.loads(record.read_text()))
     config_fields = {**recipe.train, **settings, **overrides}
     for round_ in range(args.round, rounds + 1):
         out_dir = work / f"round{round_}"
         out_dir.mkdir(parents=True, exist_ok=True)
         config = TrainConfig(**{**config_fields, "seed": 3, "checkpoint": str(out_dir / "ckpt.pt")})
-        print(f"{card.name}: round {round_} of {rounds} from {init}", flush=True)
-        result = train(card, train_pairs, out_dir / "card.yaml", config, val_pairs=val_pairs, init=str(init),
+        print(f"{card.name}: round {round_} of {rounds} from {init or 'random weights'}", flush=True)
+        result = train(card, train_pairs, out_dir / "card.yaml", config, val_pairs=val_pairs,
+                       init=None if init is None else str(init),
                        progress=progress)
         if result.stopped or result.card_path is None:
             print(f"{card.name}: stopped before the end; nothing installed", flush=True)
@@ -132,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append({"round": round_, "config": config_fields, "train_seconds": round(result.seconds),
                         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                         "best_val_dice": result.best_dice, "history": result.history})
+        (out_dir / "record.json").write_text(json.dumps(records[-1], default=str))
         init = out_dir / "card.pt"
 
     (dest / "refine").mkdir(parents=True, exist_ok=True)
@@ -140,10 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     rounds_text = "; ".join(f"round {r['round']}: {r['epochs_run']} epochs of {config_fields['iterations']} "
                             f"iterations, best validation Dice {r['best_val_dice']:.4f} at epoch {r['best_epoch']}"
                             for r in records)
+    start = "random weights" if scratch else f"{recipe.name}'s weights"
+    if rounds > 1:
+        start += " (round 1; each later round from the round before's best weights)"
+    seeds = f"seeds {TRAIN_SEED0}-{TRAIN_SEED0 + recipe.n_train - 1} and {LESION_SEED0}-{LESION_SEED0 + n_extra - 1}"
+    if n_plain:
+        seeds += f" and unenhanced {UNENHANCED_SEED0}-{UNENHANCED_SEED0 + n_plain - 1}"
     card.trained_on = (f"trained with napari-medseg on the refining boxes (ground-truth "
                        f"{' and '.join(facts['box_labels'])} plus {spec.margin_mm:g} mm) of {len(train_pairs)} "
-                       f"phantoms of {recipe.name}'s lesion stage, validated on {len(val_pairs)}, from "
-                       f"{recipe.name}'s weights, loss weights {config_fields.get('class_weights')}; {rounds_text}")
+                       f"phantoms ({seeds}; those without any have no box), validated on {len(val_pairs)}, "
+                       f"from {start}, loss weights {config_fields.get('class_weights')}; {rounds_text}")
     save_card(card, dest / "refine" / "card.yaml")
     (dest / "refine" / "training.json").write_text(json.dumps(
         {"model": card.name, "facts": facts, "n_train": len(train_pairs), "n_val": len(val_pairs),

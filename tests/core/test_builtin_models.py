@@ -82,11 +82,13 @@ def test_shipped_cards_are_what_the_recipe_trains(tmp_path):
 
 
 def test_shipped_refining_network_is_what_the_recipe_trains():
-    """ct-abdomen-3d's second network (its card's ``refine``): the box, labels and grid of the recipe's
-    refine_stage, the network of the model, and valid training settings for train_refiner.py."""
+    """Each second network (a card's ``refine``): the box, labels and grid of the recipe's
+    refine_stage, the network of the model (or the stage's own, when trained from scratch), and
+    valid training settings for train_refiner.py."""
     import sys
 
     from napari_medseg.core.card import RefineSpec
+    from napari_medseg.core.models import card_from_dict
     from napari_medseg.core.refine import refine_card
     from napari_medseg.core.training_config import TrainConfig
 
@@ -99,8 +101,6 @@ def test_shipped_refining_network_is_what_the_recipe_trains():
     for name, recipe in recipes.RECIPES.items():
         shipped = load_model(name)[0]
         if not recipe.refine_stage:  # none, or another model's second network named in the card template
-            from napari_medseg.core.models import card_from_dict
-
             assert shipped.refine == card_from_dict(dict(recipe.card)).refine, name
             if shipped.refine is not None:
                 assert refine_card(shipped).name == "ct-abdomen-3d-refine", name
@@ -112,16 +112,29 @@ def test_shipped_refining_network_is_what_the_recipe_trains():
                                             stage.get("max_spacing_mm"))
         second = refine_card(shipped)
         assert list(second.preprocessing.spacing) == stage["spacing"]
-        assert second.network == shipped.network and second.postprocess == []
+        if stage.get("from_scratch"):
+            template = card_from_dict({**recipe.card, "network": stage["network"], "inference": stage["inference"]})
+            assert second.network == template.network
+            for key, value in stage["inference"].items():
+                got = getattr(second.inference, key)
+                assert (list(got) if isinstance(got, tuple) else got) == value, (name, key)
+        else:
+            assert second.network == shipped.network
+        assert second.postprocess == []
         assert second.preprocessing.intensity == shipped.preprocessing.intensity
         TrainConfig(**{**recipe.train, **{k: v for k, v in stage.items() if k not in train_refiner.REFINE_FACTS}})
         # the training boxes hold every voxel of the box labels, where the scan has them
-        pair = train_refiner.box_pairs(recipe.kind, range(9991, 9992), shipped.refine, lesions=2)[0]
-        full = recipes.make_phantom(recipe.kind, 9991, lesions=2).labels
+        lesion = dict(lesions=2) if recipe.kind == "ct-abdomen" else dict(tumour=True)
+        pair = train_refiner.box_pairs(recipe.kind, range(9991, 9992), shipped.refine, **lesion)[0]
+        full = recipes.make_phantom(recipe.kind, 9991, **lesion).labels
         for v in shipped.refine.box_labels:
             assert np.count_nonzero(pair.labels.array == v) == np.count_nonzero(full.array == v) > 0
-        world = pair.labels.voxel_to_world(np.argwhere(pair.labels.array == value["liver_lesion"]))
-        np.testing.assert_allclose(world, full.voxel_to_world(np.argwhere(full.array == value["liver_lesion"])))
+        small = shipped.refine.labels[-1]
+        world = pair.labels.voxel_to_world(np.argwhere(pair.labels.array == small))
+        np.testing.assert_allclose(world, full.voxel_to_world(np.argwhere(full.array == small)))
+    # a scan without any of the box labels (a brain without a tumour) has no box to train on
+    mr_spec = RefineSpec("refine/card.yaml", [4, 5], [4, 5], 10.0)
+    assert train_refiner.box_pairs("mr-brain", range(9991, 9992), mr_spec, tumour=False) == []
 
 
 def test_trained_on_names_the_stage_each_stage_started_from():

@@ -15,6 +15,7 @@ from napari_medseg.core.postprocess import (
     principal_axes_mm,
     relabel,
     remove_elongated,
+    remove_fragments,
     remove_small_islands,
     split_instances,
     split_label,
@@ -398,3 +399,32 @@ def test_remove_elongated_keeps_a_flat_disc_broader_than_any_vessel():
     assert (kept[disc] == 7).all() and (kept[4:6, 60:63, 10:70] == 1).all()        # the disc stays
     with pytest.raises(ValueError, match="max_breadth_mm"):
         remove_elongated(a, 2.0, sp, max_breadth_mm=-1)
+
+
+def test_remove_fragments_drops_pieces_under_a_share_of_the_largest_into_the_label_around_them():
+    """A tumour of 27 voxels with two pieces in its oedema (8 and 1 voxels) and a separate 4-voxel
+    piece in white matter: a share of 0.2 (5.4 voxels) removes the 1- and 4-voxel pieces, which
+    become oedema and white matter; the 8-voxel piece stays; other labels never change."""
+    a = np.full((14, 14, 14), 3, dtype=np.uint8)               # white matter
+    a[1:12, 1:12, 1:9] = 5                                       # oedema
+    a[2:5, 2:5, 2:5] = 4                                         # the tumour (27)
+    a[7:9, 7:9, 2:4] = 4                                         # a piece in the oedema (8)
+    a[10, 10, 6] = 4                                             # one voxel in the oedema
+    a[6:8, 6:8, 11] = 4                                          # 4 voxels in white matter
+    out = remove_fragments(a, 0.2, labels=[4])
+    assert (out[2:5, 2:5, 2:5] == 4).all() and (out[7:9, 7:9, 2:4] == 4).all()
+    assert out[10, 10, 6] == 5 and (out[6:8, 6:8, 11] == 3).all()
+    assert np.array_equal(out[a != 4], a[a != 4])
+    # 0.3 (8.1 voxels) takes the 8-voxel piece too; the largest always stays, even at 1
+    assert (remove_fragments(a, 0.3, labels=[4])[7:9, 7:9, 2:4] == 5).all()
+    assert np.count_nonzero(remove_fragments(a, 1.0, labels=[4]) == 4) == 27
+    assert np.array_equal(remove_fragments(a, 0.0, labels=[4]), a)
+    # each label against its own largest piece: label 5 is one piece and stays
+    assert np.array_equal(remove_fragments(a, 0.2)[a != 4], a[a != 4])
+    # a card step reaches it
+    from napari_medseg.core.postprocess import apply_postprocess
+
+    step = {"op": "remove_fragments", "labels": [4], "min_share": 0.2}
+    assert np.array_equal(apply_postprocess([step], a, (1.0, 1.0, 1.0)), out)
+    with pytest.raises(ValueError, match="min_share"):
+        remove_fragments(a, 1.5)

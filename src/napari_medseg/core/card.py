@@ -57,7 +57,9 @@ ZSCORE_REGIONS = ("all", "nonzero", "body")
 #   remove_elongated {labels: [..], max_elongation: 2.0, max_width_mm: 12.0 | omitted,
 #                     max_breadth_mm: 20.0 | omitted}
 #                                                       drop tube-like components (vessels taken for lesions)
-POSTPROCESS_OPS = ("largest_component", "remove_small", "fill_holes", "keep_inside", "remove_elongated")
+#   remove_fragments {labels: [..], min_share: 0.1}     drop pieces under a share of their label's largest
+POSTPROCESS_OPS = ("largest_component", "remove_small", "fill_holes", "keep_inside", "remove_elongated",
+                   "remove_fragments")
 
 
 @dataclass

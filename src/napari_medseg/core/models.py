@@ -298,6 +298,11 @@ def _check_postprocess(steps: Any) -> None:
                 size = step.get(key)
                 if size is not None and not (_is_num(size) and math.isfinite(size) and size > 0):
                     raise CardError(f"postprocess[{i}].{key}: expected a size in mm > 0, got {size!r}")
+        if step["op"] == "remove_fragments":
+            share = step.get("min_share")
+            if not (_is_num(share) and 0 <= share <= 1):
+                raise CardError(f"postprocess[{i}].min_share: remove_fragments needs a share of the largest "
+                                f"component between 0 and 1, got {share!r}")
         if step["op"] == "keep_inside":
             host = step.get("host")
             if not (isinstance(labels, list) and labels):
