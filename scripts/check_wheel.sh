@@ -35,7 +35,8 @@ for name in ("ct-abdomen-3d", "ct-abdomen-2d", "mr-brain"):
     assert str(pkg) in models[name].path, models[name].path
 from napari_medseg.core.inference import Segmenter  # the second networks come along
 from napari_medseg.core.models import load_model
-for name in ("ct-abdomen-3d", "ct-abdomen-2d", "mr-brain"):  # the 2D CT card names the 3D model's second network
+# the 2D CT card names the 3D CT model's second network; mr-brain has its own
+for name in ("ct-abdomen-3d", "ct-abdomen-2d", "mr-brain"):
     refiner = Segmenter(*load_model(name)).refiner
     assert refiner is not None and str(pkg) in str(refiner.card.path), (name, refiner)
 print("wheel OK:", pkg, "models:", ", ".join(sorted(models)))

@@ -18,9 +18,10 @@ from napari_medseg.core.card import (
     PreprocessingSpec,
 )
 from napari_medseg.core.errors import Cancelled, InferenceError
-from napari_medseg.core.inference import Segmenter, cpu_has_bf16, resolve_device, resolve_precision
+from napari_medseg.core.inference import Segmenter, cpu_has_bf16, resolve_precision
 from napari_medseg.core.labelling import running_argmax
 from napari_medseg.core.labels import LabelTable
+from napari_medseg.core.networks import resolve_device
 from napari_medseg.core.volume import Volume
 
 

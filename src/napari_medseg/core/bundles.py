@@ -235,9 +235,9 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> tuple
                          f"(bundles from the Model Zoo ship them; download_bundle fetches one)")
     net = build_network(card.network) if ours else r.instantiate("network_def")
     net = load_weights(net, card.weights)
-    from napari_medseg.core.models import device_or_cpu
+    from napari_medseg.core.networks import resolve_device
 
-    return card, net.to(device_or_cpu(device)).eval()
+    return card, net.to(resolve_device(device, ModelError)).eval()
 
 
 def download_bundle(name: str, cache_dir: str | Path, version: str | None = None,

@@ -46,6 +46,7 @@ import torch
 
 from napari_medseg.core.card import ModelCard
 from napari_medseg.core.errors import InferenceError
+from napari_medseg.core.networks import resolve_device
 from napari_medseg.core.labelling import LabelWriter
 from napari_medseg.core.labels import LabelTable, label_dtype
 from napari_medseg.core.mirroring import mirror_flips, mirrored_scores
@@ -62,7 +63,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # activations grow with the batch (fp32 UNet 16..256: 133 MB at 2, 263 MB at 4). Larger batches
 # are run in passes of at most this many voxels.
 CPU_FORWARD_VOXELS = 2 * 96 ** 3
-DEVICES = ("cpu", "cuda", "mps")
 _MALLOC_TUNED = False
 
 
@@ -104,21 +104,6 @@ def tune_malloc() -> bool:
     if ok:
         log.debug("glibc mallopt: mmap threshold 1 GiB, trim threshold 2 GiB")
     return ok
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The device asked for if present, else the CPU with a logged warning."""
-    name = str(device).lower()
-    kind = name.split(":")[0]
-    if kind not in DEVICES:
-        raise InferenceError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        log.warning("device 'cuda' asked for, but no CUDA device is available; running on the CPU")
-        return torch.device("cpu")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        log.warning("device 'mps' asked for, but Apple MPS is not available; running on the CPU")
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

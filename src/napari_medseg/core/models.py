@@ -31,7 +31,7 @@ from napari_medseg.core.card import (
 )
 from napari_medseg.core.errors import CardError, ModelError
 from napari_medseg.core.labels import LabelTable
-from napari_medseg.core.networks import build_network, load_weights
+from napari_medseg.core.networks import build_network, load_weights, resolve_device
 
 __all__ = ["load_card", "save_card", "card_to_data", "card_from_dict", "validate_card", "build_network",
            "load_weights", "load_model", "CARD_NAMES"]
@@ -444,28 +444,13 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- front door
 
-def device_or_cpu(device: str | torch.device) -> torch.device:
-    """The device asked for when present, else the CPU with a warning (as the engine does)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"device: {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        log.warning("device %r asked for, but no CUDA device is available; using the CPU", str(device))
-        return torch.device("cpu")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        log.warning("device %r asked for, but Apple MPS is not available; using the CPU", str(device))
-        return torch.device("cpu")
-    return dev
-
-
 def network_for_card(card: ModelCard, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Build the card's network, load its weights, and return it in eval mode on ``device``."""
     wp = card.weights_path()
     if wp is None:
         raise ModelError(f"{card.path or card.name}: weights: missing; the card names no weights file")
     net = load_weights(build_network(card.network), wp)
-    return net.to(device_or_cpu(device)).eval()
+    return net.to(resolve_device(device, ModelError)).eval()
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
@@ -487,7 +472,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
     """
     from napari_medseg.core import bundles, registry
 
-    dev = device_or_cpu(device)
+    dev = resolve_device(device, ModelError)
     path = Path(name_or_path).expanduser()
     if path.exists():
         if path.is_dir() and bundles.is_bundle(path):

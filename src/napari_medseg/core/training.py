@@ -67,7 +67,8 @@ import torch
 from napari_medseg.core.augment import AugmentConfig, augment
 from napari_medseg.core.card import ModelCard
 from napari_medseg.core.errors import Cancelled, ModelError
-from napari_medseg.core.inference import cpu_has_bf16, resolve_device, tune_malloc
+from napari_medseg.core.inference import cpu_has_bf16, tune_malloc
+from napari_medseg.core.networks import resolve_device
 from napari_medseg.core.models import validate_card
 from napari_medseg.core.networks import build_network, load_weights
 from napari_medseg.core.training_config import TrainConfig, TrainProgress, TrainResult

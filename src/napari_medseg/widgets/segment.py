@@ -322,7 +322,7 @@ class SegmentWidget(Container):
             self.status.value = "cancelling…"
 
     def _warn_device(self, device: str) -> None:
-        from napari_medseg.core.inference import resolve_device
+        from napari_medseg.core.networks import resolve_device
 
         if device != "cpu" and resolve_device(device).type == "cpu":
             show_warning(f"device {device} is not available on this machine; running on the CPU")
