@@ -50,6 +50,23 @@ logger = logging.getLogger(__name__)
 Labels = int | Iterable[int] | None
 
 
+def _label_components(array: np.ndarray, labels: Labels, connectivity: int, pad: int = 0):
+    """The connected components of each chosen label present, label by label, each worked on in
+    the label's bounding box (plus ``pad`` voxels) rather than the whole volume: yields
+    ``(value, box, mask, comp, n)``, with ``mask`` the label inside ``array[box]`` and ``comp`` its
+    component ids 1..n (0 elsewhere)."""
+    boxes = label_boxes(array)
+    for value in requested_labels(boxes, labels):
+        box = boxes.get(value)
+        if box is None:
+            continue
+        if pad:
+            box = pad_box(box, array.shape, pad)
+        mask = array[box] == value
+        comp, n = components(mask, connectivity)
+        yield value, box, mask, comp, n
+
+
 def keep_largest_component(array: np.ndarray, labels: Labels = None,
                            connectivity: int = 1) -> np.ndarray:
     """Keep only the largest connected component of each chosen label.
@@ -68,13 +85,7 @@ def keep_largest_component(array: np.ndarray, labels: Labels = None,
     """
     array = check_label_array(array)
     out = array.copy()
-    boxes = label_boxes(array)
-    for value in requested_labels(boxes, labels):
-        box = boxes.get(value)
-        if box is None:
-            continue
-        mask = array[box] == value
-        comp, n = components(mask, connectivity)
+    for value, box, mask, comp, n in _label_components(array, labels, connectivity):
         if n <= 1:
             continue
         keep = int(np.argmax(np.bincount(comp.ravel())[1:])) + 1
@@ -107,14 +118,8 @@ def remove_small_islands(array: np.ndarray, min_volume_ml: float,
     # the threshold in voxels, with a tolerance so 4 x 0.125 mL counts as 0.5 mL
     min_voxels = min_volume_ml / voxel_ml * (1 - 1e-9)
     out = array.copy()
-    boxes = label_boxes(array)
     removed = 0
-    for value in requested_labels(boxes, labels):
-        box = boxes.get(value)
-        if box is None:
-            continue
-        mask = array[box] == value
-        comp, n = components(mask, connectivity)
+    for _value, box, _mask, comp, n in _label_components(array, labels, connectivity):
         sizes = np.bincount(comp.ravel(), minlength=n + 1)
         small = sizes < min_voxels
         small[0] = False
@@ -132,14 +137,7 @@ def _pieces(array: np.ndarray, labels: Labels, connectivity: int):
     ``array[where[0]][where[1]]``) and ``around`` the labels of its shell, the face neighbours just
     outside it."""
     shell_structure = connectivity_structure(array.ndim, 1)
-    boxes = label_boxes(array)
-    for value in requested_labels(boxes, labels):
-        box = boxes.get(value)
-        if box is None:
-            continue
-        box = pad_box(box, array.shape, 1)
-        mask = array[box] == value
-        comp, _ = components(mask, connectivity)
+    for value, box, mask, comp, _n in _label_components(array, labels, connectivity, pad=1):
         for i, sub in enumerate(ndimage.find_objects(comp), start=1):
             sub = pad_box(sub, mask.shape, 1)
             piece = comp[sub] == i
@@ -365,14 +363,8 @@ def split_instances(array: np.ndarray, labels: Labels = None,
     """
     array = check_label_array(array)
     out = np.zeros(array.shape, dtype=np.int32)
-    boxes = label_boxes(array)
     total = 0
-    for value in requested_labels(boxes, labels):
-        box = boxes.get(value)
-        if box is None:
-            continue
-        mask = array[box] == value
-        comp, n = components(mask, connectivity)
+    for _value, box, mask, comp, n in _label_components(array, labels, connectivity):
         out[box][mask] = comp[mask] + total
         total += n
     return finish(out), total
