@@ -15,7 +15,11 @@ restart, as for the lesion stage). The box is cut by
 (there around the model's own answer), so both see the same context.
 
 Writes ``OUT/<name>/refine/card.yaml`` + ``model.pt`` (float16) + ``training.json``, and the
-``refine`` section of ``OUT/<name>/card.yaml``. ``--round 2`` runs round 2 alone from round 1's
+``refine`` section of ``OUT/<name>/card.yaml``. A second network is an ensemble when the stage
+lists ``members`` (each entry: changes to the stage for one more network, trained on its own by
+``--member 2``, ``--member 3``...): member ``m`` goes to ``model_<m>.pt`` beside ``model.pt``, the
+card names them all (the engine averages their probabilities, ``core/ensemble.py``), and
+``training.json`` keeps each member's record under ``members``. ``--round 2`` runs round 2 alone from round 1's
 weights in ``WORK/<name>-refine/round1/card.pt`` (each round leaves its record beside them, in
 ``record.json``, for the card's ``trained_on``).
 """
@@ -48,6 +52,12 @@ REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "max_spacing_mm"
                 "from_scratch", "extra_phantoms", "n_val")
 
 
+def member_weights(n_members: int) -> str | list[str]:
+    """The refining card's ``weights``: ``model.pt``, or for an ensemble (``members`` in the
+    recipe's ``refine_stage``) ``[model.pt, model_2.pt, ...]``."""
+    return "model.pt" if n_members == 1 else ["model.pt"] + [f"model_{m}.pt" for m in range(2, n_members + 1)]
+
+
 def box_pairs(kind: str, seeds: range, spec: RefineSpec, **kwargs) -> list[TrainingPair]:
     """Phantoms cut to the refining box around their ground truth (``spec``, label values); a
     phantom holding none of the box labels has no box and is left out (as the engine runs no second
@@ -72,11 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round", type=int, default=1,
                     help="start at this round, from the round before's weights (one past the last: install "
                          "the last round's weights again)")
+    ap.add_argument("--member", type=int, default=1,
+                    help="which network of an ensemble to train (the recipe's refine_stage 'members': member 2 "
+                         "is the first entry's changes to the stage; each member goes to model_<m>.pt)")
     args = ap.parse_args(argv)
 
     recipe = RECIPES[args.model]
     torch.set_num_threads(max(1, args.threads))
     settings = dict(recipe.refine_stage)
+    members = settings.pop("members", [])
+    if not 1 <= args.member <= len(members) + 1:
+        print(f"{recipe.name}: --member {args.member}: the recipe's second pass has {len(members) + 1} member(s)")
+        return 1
+    if args.member > 1:
+        settings.update(members[args.member - 2])
     facts = {k: settings.pop(k) for k in REFINE_FACTS if k in settings}
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v}
     lesion = dict(recipe.lesion_stage)
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  epoch {ev.epoch}/{ev.epochs} loss={ev.loss if ev.loss is None else round(ev.loss, 4)} "
                   f"val={ev.val_dice} best={ev.best_dice}@{ev.best_epoch} {per}", flush=True)
 
-    work = args.work / card.name
+    work = args.work / (card.name if args.member == 1 else f"{card.name}-member{args.member}")
     dest = args.out / recipe.name
     rounds = int(facts.get("rounds", 1))
     scratch = bool(facts.get("from_scratch"))
@@ -157,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         init = out_dir / "card.pt"
 
     (dest / "refine").mkdir(parents=True, exist_ok=True)
-    install_half_weights(init, dest / "refine" / "model.pt")
-    card.weights = "model.pt"
+    weights = member_weights(len(members) + 1)
+    install_half_weights(init, dest / "refine" / (weights if isinstance(weights, str) else weights[args.member - 1]))
+    card.weights = weights
     rounds_text = "; ".join(f"round {r['round']}: {r['epochs_run']} epochs of {config_fields['iterations']} "
                             f"iterations, best validation Dice {r['best_val_dice']:.4f} at epoch {r['best_epoch']}"
                             for r in records)
@@ -168,14 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     seeds = f"seeds {TRAIN_SEED0}-{TRAIN_SEED0 + recipe.n_train - 1} and {LESION_SEED0}-{LESION_SEED0 + n_extra - 1}"
     if n_plain:
         seeds += f" and unenhanced {UNENHANCED_SEED0}-{UNENHANCED_SEED0 + n_plain - 1}"
-    card.trained_on = (f"trained with napari-medseg on the refining boxes (ground-truth "
-                       f"{' and '.join(facts['box_labels'])} plus {spec.margin_mm:g} mm) of {len(train_pairs)} "
-                       f"phantoms ({seeds}; those without any have no box), validated on {len(val_pairs)}, "
-                       f"from {start}, loss weights {config_fields.get('class_weights')}; {rounds_text}")
+    trained_on = (f"trained with napari-medseg on the refining boxes (ground-truth "
+                  f"{' and '.join(facts['box_labels'])} plus {spec.margin_mm:g} mm) of {len(train_pairs)} "
+                  f"phantoms ({seeds}; those without any have no box), validated on {len(val_pairs)}, "
+                  f"from {start}, loss weights {config_fields.get('class_weights')}; {rounds_text}")
+    # training.json: member 1's record at the top (as for a single network), later members under "members"
+    history_path = dest / "refine" / "training.json"
+    record = {"model": card.name, "facts": facts, "n_train": len(train_pairs), "n_val": len(val_pairs),
+              "rounds": records, "trained_on": trained_on}
+    history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+    kept = {k: v for k, v in history.get("members", {}).items() if int(k) <= len(members) + 1}
+    if args.member == 1:
+        history = {**record, "members": kept}
+    else:
+        history["members"] = {**kept, str(args.member): record}
+    texts = [history.get("trained_on", "")] + [history["members"][k]["trained_on"] for k in sorted(history["members"])]
+    card.trained_on = texts[0] if not members else " ".join(
+        f"Member {m} of an ensemble of {len(members) + 1} (probabilities averaged): {t}." for m, t in
+        zip([1] + [int(k) for k in sorted(history["members"])], texts))
     save_card(card, dest / "refine" / "card.yaml")
-    (dest / "refine" / "training.json").write_text(json.dumps(
-        {"model": card.name, "facts": facts, "n_train": len(train_pairs), "n_val": len(val_pairs),
-         "rounds": records}, indent=1, default=str))
+    history_path.write_text(json.dumps(history, indent=1, default=str))
     main_card = load_card(dest / "card.yaml", check_weights=False)
     main_card.refine = spec
     save_card(main_card, dest / "card.yaml")

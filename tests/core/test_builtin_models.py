@@ -122,7 +122,15 @@ def test_shipped_refining_network_is_what_the_recipe_trains():
             assert second.network == shipped.network
         assert second.postprocess == []
         assert second.preprocessing.intensity == shipped.preprocessing.intensity
-        TrainConfig(**{**recipe.train, **{k: v for k, v in stage.items() if k not in train_refiner.REFINE_FACTS}})
+        # every member of an ensemble (the stage's ``members``: changes to the stage) trains with valid
+        # settings, and the card names one weights file a member, each shipped
+        members = stage.get("members", [])
+        for changes in [{}] + members:
+            settings = {**stage, **changes}
+            TrainConfig(**{**recipe.train, **{k: v for k, v in settings.items()
+                                              if k not in train_refiner.REFINE_FACTS and k != "members"}})
+        assert second.weights == train_refiner.member_weights(len(members) + 1), name
+        assert all(p.is_file() for p in second.weights_paths()), name
         # the training boxes hold every voxel of the box labels, where the scan has them
         lesion = dict(lesions=2) if recipe.kind == "ct-abdomen" else dict(tumour=True)
         pair = train_refiner.box_pairs(recipe.kind, range(9991, 9992), shipped.refine, **lesion)[0]

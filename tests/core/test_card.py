@@ -65,7 +65,7 @@ def test_a_valid_card_round_trips_through_yaml_and_json(tmp_path, suffix):
     assert card.labels.colors[1] == (200, 10, 10)
     assert card.preprocessing.spacing == (1.5, 1.5, 2.0)
     assert card.inference.roi_size == (16, 16, 16)
-    assert card.weights_path() == tmp_path / "model.pt"
+    assert card.weights_paths() == [tmp_path / "model.pt"]
 
     out = save_card(card, tmp_path / "again" / f"saved.{suffix}")
     (tmp_path / "again" / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes())

@@ -62,7 +62,7 @@ def test_the_environment_variable_adds_model_folders(tmp_path, monkeypatch):
     add_model(tmp_path, "site-model")
     monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))
     assert "site-model" in registry.model_names()
-    assert registry.get_model_card("site-model").weights_path() == tmp_path / "site-model" / "weights.pt"
+    assert registry.get_model_card("site-model").weights_paths() == [tmp_path / "site-model" / "weights.pt"]
 
 
 def test_a_broken_card_is_left_out_of_the_list_with_a_warning(tmp_path, caplog):

@@ -24,7 +24,7 @@ Example card (YAML)::
     output: {activation: softmax}
     postprocess: [{op: largest_component, labels: [2]}, {op: remove_small, min_ml: 5.0}]
     refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20, max_spacing_mm: 2.5}  # optional
-    weights: model.pt
+    weights: model.pt        # or several, [model.pt, model_2.pt]: an ensemble (core/ensemble.py)
 
 Files are read, validated and written by :mod:`napari_medseg.core.models` (``load_card``,
 ``save_card``); a wrong card fails there with a message naming the field.
@@ -227,7 +227,7 @@ class ModelCard:
     output: OutputSpec = field(default_factory=OutputSpec)
     postprocess: list[dict[str, Any]] = field(default_factory=list)
     refine: RefineSpec | None = None
-    weights: str | None = None
+    weights: str | list[str] | None = None  # several files: an ensemble, probabilities averaged
     trained_on: str = ""
     source: str = "card"
     path: str | None = None
@@ -243,13 +243,15 @@ class ModelCard:
         slices a 2.5D card (``inference.context_slices``) stacks as extra channels of each."""
         return int(self.network.in_channels) // (2 * int(self.inference.context_slices or 0) + 1)
 
-    def weights_path(self) -> Path | None:
-        if self.weights is None:
-            return None
-        p = Path(self.weights)
-        if not p.is_absolute() and self.folder is not None:
-            p = self.folder / p
-        return p
+    def weights_paths(self) -> list[Path]:
+        """The weights file(s), relative paths resolved against the card's folder; several files
+        make an ensemble (:mod:`napari_medseg.core.ensemble`); empty when the card names none."""
+        names = [] if self.weights is None else [self.weights] if isinstance(self.weights, str) else self.weights
+        paths = []
+        for name in names:
+            p = Path(name)
+            paths.append(self.folder / p if not p.is_absolute() and self.folder is not None else p)
+        return paths
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

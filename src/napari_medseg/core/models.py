@@ -29,6 +29,7 @@ from napari_medseg.core.card import (
     RESAMPLES, ZSCORE_REGIONS, InferenceSpec, IntensitySpec, ModelCard, NetworkSpec, OutputSpec,
     PreprocessingSpec, RefineSpec,
 )
+from napari_medseg.core.ensemble import EnsembleNetwork
 from napari_medseg.core.errors import CardError, ModelError
 from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.networks import build_network, load_weights, resolve_device
@@ -335,6 +336,21 @@ def _check_refine(card: ModelCard) -> None:
                         f"got {ref.max_spacing_mm!r}")
 
 
+def _check_weights_field(weights: Any) -> None:
+    """``weights``: one file name, or a list of at least two (an ensemble), or none yet."""
+    if weights is None or (isinstance(weights, str) and weights):
+        return
+    if isinstance(weights, list):
+        if len(weights) < 2:
+            raise CardError(f"weights: a list names an ensemble of at least 2 files, got {weights!r}; "
+                            "give one file as a plain name")
+        if all(isinstance(w, str) and w for w in weights):
+            if len(set(weights)) != len(weights):
+                raise CardError(f"weights: {weights!r} names a file twice")
+            return
+    raise CardError(f"weights: {weights!r} must be a file name or a list of file names")
+
+
 def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:
     """Check a card as a whole; return it unchanged or raise ``CardError`` naming file and field.
 
@@ -355,12 +371,14 @@ def validate_card(card: ModelCard, check_weights: bool = True) -> ModelCard:
         _check_postprocess(card.postprocess)
         if card.refine is not None:
             _check_refine(card)
+        _check_weights_field(card.weights)
         if check_weights:
-            wp = card.weights_path()
-            if wp is None:
+            paths = card.weights_paths()
+            if not paths:
                 raise CardError("weights: missing; name the weights file beside the card")
-            if not wp.is_file():
-                raise CardError(f"weights: file {str(wp)!r} not found")
+            for wp in paths:
+                if not wp.is_file():
+                    raise CardError(f"weights: file {str(wp)!r} not found")
     except CardError as exc:
         raise CardError(f"{where}{exc}") from None
     return card
@@ -445,11 +463,13 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- front door
 
 def network_for_card(card: ModelCard, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build the card's network, load its weights, and return it in eval mode on ``device``."""
-    wp = card.weights_path()
-    if wp is None:
+    """Build the card's network, load its weights, and return it in eval mode on ``device``; a card
+    naming several weights files gets an :class:`~napari_medseg.core.ensemble.EnsembleNetwork`."""
+    paths = card.weights_paths()
+    if not paths:
         raise ModelError(f"{card.path or card.name}: weights: missing; the card names no weights file")
-    net = load_weights(build_network(card.network), wp)
+    nets = [load_weights(build_network(card.network), wp) for wp in paths]
+    net = nets[0] if len(nets) == 1 else EnsembleNetwork(nets, card.output.activation)
     return net.to(resolve_device(device, ModelError)).eval()
 
 

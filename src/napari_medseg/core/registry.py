@@ -42,10 +42,10 @@ class ModelSummary:
 
     @classmethod
     def from_card(cls, card: ModelCard) -> ModelSummary:
-        wp = card.weights_path()
+        paths = card.weights_paths()
         return cls(name=card.name, description=card.description, modality=card.modality,
                    mode=card.inference.mode, labels=[card.labels.name(v) for v in card.labels.values()],
-                   path=card.path or "", has_weights=bool(wp and wp.is_file()))
+                   path=card.path or "", has_weights=bool(paths) and all(p.is_file() for p in paths))
 
 
 def search_folders(search_paths: list[str | Path] | None = None) -> list[Path]:

@@ -66,11 +66,11 @@ import torch
 
 from napari_medseg.core.augment import AugmentConfig, augment
 from napari_medseg.core.card import ModelCard
+from napari_medseg.core.ensemble import EnsembleNetwork
 from napari_medseg.core.errors import Cancelled, ModelError
 from napari_medseg.core.inference import cpu_has_bf16, tune_malloc
-from napari_medseg.core.networks import resolve_device
 from napari_medseg.core.models import validate_card
-from napari_medseg.core.networks import build_network, load_weights
+from napari_medseg.core.networks import build_network, load_weights, resolve_device
 from napari_medseg.core.training_config import TrainConfig, TrainProgress, TrainResult
 from napari_medseg.core.training_data import (
     PairLike,
@@ -188,6 +188,9 @@ def _train(card, pairs, out_card: Path, config: TrainConfig, val_pairs, init, re
         raise ModelError(f"{out_card}: the trained card's file name must end in .yaml, .yml or .json")
     card = copy.deepcopy(card)
     validate_card(card, check_weights=False)
+    if isinstance(init, EnsembleNetwork):
+        raise ModelError(f"the initial model is an ensemble of {len(init.members)} networks, which cannot be "
+                         "fine-tuned as one; start from one of its weights files (a card naming just that file)")
     if card.refine is not None:
         # what is trained is this card's network; its refining network (a second card beside the
         # first, trained for it) does not come along, and validation judges the network alone
