@@ -21,7 +21,8 @@ lists ``members`` (each entry: changes to the stage for one more network, traine
 card names them all (the engine averages their probabilities, ``core/ensemble.py``), and
 ``training.json`` keeps each member's record under ``members``. ``--round 2`` runs round 2 alone from round 1's
 weights in ``WORK/<name>-refine/round1/card.pt`` (each round leaves its record beside them, in
-``record.json``, for the card's ``trained_on``).
+``record.json``, for the card's ``trained_on``). ``--resume`` continues an interrupted round from
+its checkpoint (``ckpt.pt`` beside its weights).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--member", type=int, default=1,
                     help="which network of an ensemble to train (the recipe's refine_stage 'members': member 2 "
                          "is the first entry's changes to the stage; each member goes to model_<m>.pt)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the first round run now from its checkpoint (WORK/.../round<N>/ckpt.pt), "
+                         "when it exists, after an interrupted run")
     args = ap.parse_args(argv)
 
     recipe = RECIPES[args.model]
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{card.name}: round {round_} of {rounds} from {init or 'random weights'}", flush=True)
         result = train(card, train_pairs, out_dir / "card.yaml", config, val_pairs=val_pairs,
                        init=None if init is None else str(init),
-                       progress=progress)
+                       progress=progress, resume=args.resume and round_ == args.round)
         if result.stopped or result.card_path is None:
             print(f"{card.name}: stopped before the end; nothing installed", flush=True)
             return 1
