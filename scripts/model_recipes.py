@@ -273,10 +273,10 @@ RECIPES: dict[str, Recipe] = {
             "name": "mr-brain",
             "description": "Brain tissues (CSF, grey and white matter) and tumour with oedema on T1-like or "
                            "FLAIR-like MRI, axial slice by slice at 0.9 mm in-plane, then a 3D second pass (1 mm, "
-                           "two networks averaged) in the box of tumour and oedema that decides between the two; a tumour is kept only "
-                           "where oedema surrounds it, oedema only in brain tissue, and tumour pieces under a "
-                           "tenth of the largest become oedema. Demonstration model trained on synthetic "
-                           "phantoms only: not for patients.",
+                           "two networks averaged) in the box of tumour and oedema that decides between the two; "
+                           "a tumour is kept only where oedema surrounds it, oedema only in brain tissue, and "
+                           "tumour pieces under a tenth of the largest become oedema. Demonstration model "
+                           "trained on synthetic phantoms only: not for patients.",
             "modality": "MR",
             "labels": _MR_LABELS,
             "network": _unet_2d(out_channels=6),

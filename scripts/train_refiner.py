@@ -206,10 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         history = {**record, "members": kept}
     else:
         history["members"] = {**kept, str(args.member): record}
-    texts = [history.get("trained_on", "")] + [history["members"][k]["trained_on"] for k in sorted(history["members"])]
-    card.trained_on = texts[0] if not members else " ".join(
-        f"Member {m} of an ensemble of {len(members) + 1} (probabilities averaged): {t}." for m, t in
-        zip([1] + [int(k) for k in sorted(history["members"])], texts))
+    texts = {1: history.get("trained_on", ""), **{int(k): v["trained_on"] for k, v in history["members"].items()}}
+    card.trained_on = texts[1] if not members else " ".join(
+        f"Member {m} of an ensemble of {len(members) + 1} (probabilities averaged): {t}." for m, t in sorted(texts.items()))
     save_card(card, dest / "refine" / "card.yaml")
     history_path.write_text(json.dumps(history, indent=1, default=str))
     main_card = load_card(dest / "card.yaml", check_weights=False)
