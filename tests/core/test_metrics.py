@@ -134,9 +134,9 @@ def test_fragments_of_one_lesion_group_into_one_within_the_gap():
     pred = np.zeros_like(ref)
     pred[1:11, 5:35, 5:52] = 5         # the prediction bridges the sulcus to the first fragment
     spacing = (1.0, 1.0, 1.0)
-    plain = lesion_detection(pred, ref, spacing, label=5)
+    plain = lesion_detection(pred, ref, spacing, label=5, matching="union")
     assert plain.n_ref == 3 and plain.found == 1           # the bridged fragment "missed", the far one too
-    grouped = lesion_detection(pred, ref, spacing, label=5, group_gap_mm=6.0)
+    grouped = lesion_detection(pred, ref, spacing, label=5, group_gap_mm=6.0, matching="union")
     assert grouped.n_ref == 2 and grouped.found == 1 and grouped.n_pred == 1
     assert sorted(x.voxels for x in grouped.ref) == [64, 12064]
     assert lesion_components(ref == 5, spacing, group_gap_mm=6.0)[1] == 2
@@ -158,3 +158,33 @@ def test_a_lesion_split_in_two_by_the_prediction_still_counts_as_found():
     assert result.ref[0].dice == pytest.approx(2 * 96 / (128 + 96))
     empty = lesion_detection(np.zeros_like(ref), np.zeros_like(ref))
     assert math.isnan(empty.sensitivity) and empty.to_dict()["precision"] is None
+    union = lesion_detection(pred, ref, label=2, matching="union")
+    assert union.found == 1 and union.true_pred == 2 and union.ref[0].dice == result.ref[0].dice
+
+
+def test_group_matching_judges_joined_and_split_pieces_together():
+    """Oedema split by the reference into a large region and a small piece, and predicted as one
+    region plus a small piece inside the large one. Each lesion against what overlaps it
+    (``union``): the reference piece is "missed" and the predicted piece "false", though both lie
+    where the other map has oedema; as a group (the default) all four are one match. A predicted
+    region that overlaps nothing stays false, and a group whose union is mostly wrong fails."""
+    ref = np.zeros((10, 40, 60), dtype=np.uint8)
+    ref[1:9, 2:38, 2:40] = 5          # the large oedema, 10 944 voxels
+    ref[3:6, 10:13, 42:45] = 5        # a 27-voxel piece beyond a 2-voxel gap
+    pred = np.zeros_like(ref)
+    pred[1:9, 2:20, 2:46] = 5         # joins the piece to half the large region
+    pred[1:9, 22:26, 10:14] = 5       # a piece wholly inside the large region, apart from the rest
+    pred[2:8, 30:36, 50:56] = 5       # overlaps nothing: false either way
+    union = lesion_detection(pred, ref, label=5, matching="union")
+    assert (union.n_ref, union.found, union.n_pred, union.true_pred) == (2, 1, 3, 1)
+    group = lesion_detection(pred, ref, label=5)
+    assert (group.n_ref, group.found, group.n_pred, group.true_pred) == (2, 2, 3, 2)
+    joined = 8 * 18 * 44 + 8 * 4 * 4
+    common = 8 * 18 * 38 + 27 + 8 * 4 * 4
+    assert group.ref[1].dice == pytest.approx(2 * common / (joined + 10944 + 27))
+    assert group.pred[2].dice == 0.0 and not group.pred[2].matched
+    sprawl = np.zeros_like(ref)
+    sprawl[:, :, 40:] = 5              # touches the small piece only, 4 000 voxels of it false
+    assert lesion_detection(sprawl, ref, label=5).found == 0
+    with pytest.raises(ValueError, match="matching"):
+        lesion_detection(pred, ref, label=5, matching="nearest")

@@ -3,13 +3,21 @@
 Voxel Dice hides a missed small metastasis behind a well segmented large one; lesion-wise counts
 do not. Lesions are the connected components of one label (or of all foreground) in each map.
 
-Matching rule (stated here because challenges differ): a reference lesion is **found** when the
-Dice between it and the union of the predicted lesions that overlap it exceeds ``min_dice``
-(0.1 by default, a tolerant threshold in the spirit of the lesion-wise metrics of BraTS 2023 and
-autoPET); symmetrically, a predicted lesion is **true** when its Dice with the union of the
-reference lesions it overlaps exceeds ``min_dice``. Using the union keeps a lesion that the
-prediction split in two from counting as missed. Sensitivity is found / reference lesions,
-precision is true / predicted lesions; NaN when there are none to count.
+Matching rule (stated here because challenges differ). ``matching="group"`` (the default):
+reference and predicted lesions that overlap, directly or through one another, form one **group**
+(a connected component of the bipartite overlap graph); when the Dice of the group (the union of
+its reference lesions against the union of its predicted ones) exceeds ``min_dice`` (0.1 by
+default, a tolerant threshold in the spirit of the lesion-wise metrics of BraTS 2023 and autoPET),
+every reference lesion in it is **found** and every predicted lesion in it is **true**; a lesion
+that overlaps nothing is missed or false. ``matching="union"`` (the rule before session 17) gives
+each lesion the Dice between it and the union of the other map's lesions that overlap it. Both
+keep a lesion that the prediction split in two from counting as missed; they differ where one map
+joins what the other splits. Oedema that grey matter cuts into pieces, predicted as one region, or
+the other way round, shows why: under ``union`` a reference piece 90% covered by the joined
+prediction is "missed" (its Dice with the large joined region is under 0.1), and a predicted piece
+lying wholly inside the joined reference is "false"; a group holds the pieces and the region they
+belong to and is judged as one. Sensitivity is found / reference lesions, precision is true /
+predicted lesions; NaN when there are none to count.
 
 Grouping (``group_gap_mm``): a lesion drawn in pieces, oedema that grey matter cuts into
 fragments say, is one lesion to a reader but several components to a computer, and a prediction
@@ -31,7 +39,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 
 from napari_medseg.core.errors import GeometryError
 from napari_medseg.core.regions import check_label_array, check_spacing, components, label_counts, pad_box
@@ -102,25 +111,51 @@ def lesion_components(mask: np.ndarray, spacing: Sequence[float] | None = None, 
     return out, n
 
 
-def _side(sizes: np.ndarray, inter: np.ndarray, other_sizes: np.ndarray, mine: np.ndarray,
-          theirs: np.ndarray, voxel_mm3: float, ndim: int, min_dice: float) -> list[Lesion]:
-    """Lesions of one map with their Dice against the union of overlapping lesions of the other."""
+MATCHING = ("group", "union")
+
+
+def _union_dice(sizes: np.ndarray, inter: np.ndarray, other_sizes: np.ndarray, mine: np.ndarray,
+                theirs: np.ndarray) -> np.ndarray:
+    """Each lesion of one map (ids 1..n; index 0 unused): its Dice against the union of the
+    overlapping lesions of the other (``matching="union"``)."""
     n = sizes.size - 1
     inter_sum = np.bincount(mine, weights=inter, minlength=n + 1)
     union_sizes = np.bincount(mine, weights=other_sizes[theirs], minlength=n + 1)
+    denom = sizes + union_sizes
+    return np.divide(2.0 * inter_sum, denom, out=np.zeros(n + 1), where=denom > 0)
+
+
+def _group_dice(p_sizes: np.ndarray, r_sizes: np.ndarray, inter: np.ndarray, p_of: np.ndarray,
+                r_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Dice of the overlap group each lesion belongs to (``matching="group"``), for the
+    predicted and the reference lesions: groups are the connected components of the graph whose
+    nodes are the lesions of both maps and whose edges join overlapping ones."""
+    n_p, n_r = p_sizes.size - 1, r_sizes.size - 1
+    nodes = n_p + n_r
+    graph = sparse.coo_matrix((np.ones(p_of.size), (p_of - 1, n_p + r_of - 1)), shape=(nodes, nodes))
+    _, group = csgraph.connected_components(graph, directed=False)
+    sizes = np.concatenate([p_sizes[1:], r_sizes[1:]]).astype(float)
+    n_groups = int(group.max()) + 1 if nodes else 0
+    total = np.bincount(group, weights=sizes, minlength=n_groups)
+    common = np.bincount(group[p_of - 1], weights=inter, minlength=n_groups)
+    dice = np.divide(2.0 * common, total, out=np.zeros(n_groups), where=total > 0)[group]
+    return np.concatenate([[0.0], dice[:n_p]]), np.concatenate([[0.0], dice[n_p:]])
+
+
+def _lesions(sizes: np.ndarray, dice: np.ndarray, voxel_mm3: float, ndim: int, min_dice: float) -> list[Lesion]:
+    """The lesions of one map (ids from 1) with their matching Dice."""
     out = []
-    for i in range(1, n + 1):
-        denom = sizes[i] + union_sizes[i]
-        d = 2.0 * inter_sum[i] / denom if denom else 0.0
+    for i in range(1, sizes.size):
         vol = sizes[i] * voxel_mm3
-        out.append(Lesion(i, int(sizes[i]), float(vol) / 1000.0,
-                          float(equivalent_diameter(vol, ndim)), float(d), bool(d > min_dice)))
+        out.append(Lesion(i, int(sizes[i]), float(vol) / 1000.0, float(equivalent_diameter(vol, ndim)),
+                          float(dice[i]), bool(dice[i] > min_dice)))
     return out
 
 
 def lesion_detection(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None,
                      label: int | None = None, connectivity: int = 1, min_dice: float = 0.1,
-                     min_diameter_mm: float | None = None, group_gap_mm: float | None = None) -> LesionDetection:
+                     min_diameter_mm: float | None = None, group_gap_mm: float | None = None,
+                     matching: str = "group") -> LesionDetection:
     """Match the lesions (connected components) of ``pred`` and ``ref``.
 
     Args:
@@ -133,7 +168,11 @@ def lesion_detection(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]
         group_gap_mm: pieces of one map closer than this are one lesion (see the module's
             docstring; BraTS 2023 grows the reference by 3 voxels, about 6 mm of gap at 1 mm);
             None: every connected component is a lesion.
+        matching: ``"group"`` (overlapping lesions of both maps judged together) or
+            ``"union"`` (each lesion against what overlaps it); see the module's docstring.
     """
+    if matching not in MATCHING:
+        raise ValueError(f"matching={matching!r}: expected one of {', '.join(MATCHING)}")
     pred = check_label_array(pred, "pred")
     ref = check_label_array(ref, "ref")
     if pred.shape != ref.shape:
@@ -150,8 +189,13 @@ def lesion_detection(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]
     key = p_comp[both].astype(np.int64) * (n_r + 1) + r_comp[both]
     pairs, inter = np.unique(key, return_counts=True)
     p_of, r_of = pairs // (n_r + 1), pairs % (n_r + 1)
-    ref_lesions = _side(r_sizes, inter, p_sizes, r_of, p_of, voxel_mm3, pred.ndim, min_dice)
-    pred_lesions = _side(p_sizes, inter, r_sizes, p_of, r_of, voxel_mm3, pred.ndim, min_dice)
+    if matching == "group":
+        p_dice, r_dice = _group_dice(p_sizes, r_sizes, inter, p_of, r_of)
+    else:
+        p_dice = _union_dice(p_sizes, inter, r_sizes, p_of, r_of)
+        r_dice = _union_dice(r_sizes, inter, p_sizes, r_of, p_of)
+    ref_lesions = _lesions(r_sizes, r_dice, voxel_mm3, pred.ndim, min_dice)
+    pred_lesions = _lesions(p_sizes, p_dice, voxel_mm3, pred.ndim, min_dice)
 
     def counted(lesions):
         if min_diameter_mm is None:
