@@ -361,6 +361,10 @@ RECIPES: dict[str, Recipe] = {
                       # the card averages both networks' probabilities. Alone it scored tuning tumour Dice
                       # 0.710 (30/30 found, precision 30/37), the shipped first 0.692 (29/30, 29/32); the
                       # two together 0.712 (29/30, 29/33), oedema 0.9015 -> 0.9038
+                      # A third member (as the second, on the next 128 tumour phantoms, "extra_seed0":
+                      # LESION_SEED0 + 128, "train_seed": 4) was tried in session 17 and not taken: tumour
+                      # Dice 0.712 -> 0.719, 30/30 found, but oedema 0.9038 -> 0.9035, one true tumour
+                      # and one true oedema region fewer (docs/builtin_models_history.md)
                       "members": [{"extra_phantoms": 128, "epochs": 80, "patience": 20, "rounds": 1}]},
     ),
 }

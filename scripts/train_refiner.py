@@ -50,7 +50,7 @@ from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa
 REPO = Path(__file__).resolve().parents[1]
 #: refine_stage keys that are not TrainConfig fields
 REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "max_spacing_mm", "rounds", "network", "inference",
-                "from_scratch", "extra_phantoms", "n_val")
+                "from_scratch", "extra_phantoms", "extra_seed0", "n_val", "train_seed")
 
 
 def member_weights(n_members: int) -> str | list[str]:
@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     lesion_kw = _lesion_kwargs(recipe, lesion.get("extra_lesions", 5), lesion.get("extra_hyper_share"))
     n_extra = facts.get("extra_phantoms", lesion.get("extra_phantoms", 0))
+    extra0 = int(facts.get("extra_seed0", LESION_SEED0))  # a member may draw other phantoms than the first
     train_pairs = box_pairs(recipe.kind, range(TRAIN_SEED0, TRAIN_SEED0 + recipe.n_train), spec)
-    train_pairs += box_pairs(recipe.kind, range(LESION_SEED0, LESION_SEED0 + n_extra), spec, **lesion_kw)
+    train_pairs += box_pairs(recipe.kind, range(extra0, extra0 + n_extra), spec, **lesion_kw)
     n_plain = lesion.get("extra_unenhanced", 0)
     train_pairs += box_pairs(recipe.kind, range(UNENHANCED_SEED0, UNENHANCED_SEED0 + n_plain), spec,
                              phase="unenhanced")
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     for round_ in range(args.round, rounds + 1):
         out_dir = work / f"round{round_}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        config = TrainConfig(**{**config_fields, "seed": 3, "checkpoint": str(out_dir / "ckpt.pt")})
+        config = TrainConfig(**{**config_fields, "seed": int(facts.get("train_seed", 3)),
+                                "checkpoint": str(out_dir / "ckpt.pt")})
         print(f"{card.name}: round {round_} of {rounds} from {init or 'random weights'}", flush=True)
         result = train(card, train_pairs, out_dir / "card.yaml", config, val_pairs=val_pairs,
                        init=None if init is None else str(init),
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     start = "random weights" if scratch else f"{recipe.name}'s weights"
     if rounds > 1:
         start += " (round 1; each later round from the round before's best weights)"
-    seeds = f"seeds {TRAIN_SEED0}-{TRAIN_SEED0 + recipe.n_train - 1} and {LESION_SEED0}-{LESION_SEED0 + n_extra - 1}"
+    seeds = f"seeds {TRAIN_SEED0}-{TRAIN_SEED0 + recipe.n_train - 1} and {extra0}-{extra0 + n_extra - 1}"
     if n_plain:
         seeds += f" and unenhanced {UNENHANCED_SEED0}-{UNENHANCED_SEED0 + n_plain - 1}"
     trained_on = (f"trained with napari-medseg on the refining boxes (ground-truth "

@@ -57,7 +57,7 @@ def test_the_readme_accuracy_tables_are_the_recorded_evaluation():
                     assert f"{g['dice']:.3f} ({g['n']})" in section, (model, label, key)
             if "lesion_union_dice" in entry:
                 assert f"{entry['lesion_union_dice']['dice']:.3f}" in section, (model, "lesion union")
-            for key in ("lesions", "lesions_grouped"):  # grouped: pieces closer than a gap are one lesion
+            for key in ("lesions", "lesions_union"):  # union: each lesion alone, the rule before session 17
                 for label, det in entry.get(key, {}).items():
                     assert f"({det['found']}/{det['n_ref']})" in section, (model, key, label, "sensitivity")
                     assert f"({det['true_pred']}/{det['n_pred']})" in section, (model, key, label, "precision")
