@@ -83,6 +83,16 @@ def test_merge_takes_the_second_answer_only_between_the_refined_labels_inside_th
     np.testing.assert_array_equal(changed[0, 0], out[0, 0] != first[0, 0])
     # background and spleen stay; liver/lesion follow the second pass, unless it says neither
     np.testing.assert_array_equal(out[0, 0], [0, 2, 1, 1, 3, 1])
+    # claim_background: the second pass may also take background, never another organ
+    out = first.copy()
+    changed = merge_refined(out, second, (slice(0, 1), slice(0, 1), slice(0, 6)), [1, 2], claim_background=True)
+    np.testing.assert_array_equal(out[0, 0], [2, 2, 1, 1, 3, 1])
+    np.testing.assert_array_equal(changed[0, 0], [True, True, False, True, False, False])
+    # outside the box nothing moves
+    first = np.zeros((1, 1, 8), np.uint8)
+    out = first.copy()
+    merge_refined(out, np.full((1, 1, 3), 2, np.uint8), (slice(0, 1), slice(0, 1), slice(2, 5)), [1, 2], True)
+    np.testing.assert_array_equal(out[0, 0], [0, 0, 2, 2, 2, 0, 0, 0])
 
 
 def test_segmenter_runs_the_refining_card_on_the_box_and_merges_it(tmp_path):
@@ -109,6 +119,12 @@ def test_segmenter_runs_the_refining_card_on_the_box_and_merges_it(tmp_path):
     # a scan coarser than refine.max_spacing_mm (here 1.5 mm slices against 1.4) gets the first pass alone
     seg.card.refine = RefineSpec(**{**SPEC.__dict__, "max_spacing_mm": 1.4})
     np.testing.assert_array_equal(seg.predict(vol, postprocess=False).labels.array, first)
+    # with claim_background the engine merges as merge_refined(..., claim_background=True) does
+    seg.card.refine = RefineSpec(**{**SPEC.__dict__, "claim_background": True})
+    claimed = first.copy()
+    merge_refined(claimed, second, box, SPEC.labels, claim_background=True)
+    assert np.count_nonzero(claimed != expected) > 0  # random weights: some background is claimed
+    np.testing.assert_array_equal(seg.predict(vol, postprocess=False).labels.array, claimed)
     seg.card.refine = SPEC
     # a stop asked for once the second pass has begun ends the run with nothing returned
     messages.clear()
@@ -137,6 +153,9 @@ def test_refine_card_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(CardError, match="refine.max_spacing_mm"):
         save_card(_card("x", (1.0, 1.0, 1.0), RefineSpec(model="r.yaml", box_labels=[1], labels=[1],
                                                           max_spacing_mm=0)), tmp_path / "x.yaml")
+    with pytest.raises(CardError, match="refine.claim_background: expected true or false"):
+        save_card(_card("x", (1.0, 1.0, 1.0), RefineSpec(model="r.yaml", box_labels=[1], labels=[1],
+                                                          claim_background="yes")), tmp_path / "x.yaml")
     # a card without refine writes no refine field
     assert "refine" not in (save_card(_card("y", (1.0, 1.0, 1.0)), tmp_path / "y.yaml")).read_text()
 

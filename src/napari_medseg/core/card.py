@@ -23,7 +23,8 @@ Example card (YAML)::
     inference: {mode: 3d, roi_size: [96, 96, 96], overlap: 0.25, blend: gaussian}
     output: {activation: softmax}
     postprocess: [{op: largest_component, labels: [2]}, {op: remove_small, min_ml: 5.0}]
-    refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20, max_spacing_mm: 2.5}  # optional
+    refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20, max_spacing_mm: 2.5,
+             claim_background: false}  # optional; see RefineSpec
     weights: model.pt        # or several, [model.pt, model_2.pt]: an ensemble (core/ensemble.py)
 
 Files are read, validated and written by :mod:`napari_medseg.core.models` (``load_card``,
@@ -204,6 +205,10 @@ class RefineSpec:
         max_spacing_mm: run the second network only on scans whose coarsest voxel side is at most
             this (None: on every scan). A finer grid has nothing to add to a scan of thick slices:
             it sees them interpolated, and can do worse than the first pass there.
+        claim_background: let the second network also give one of ``labels`` where the first pass
+            gave background (0), inside the box; other organs are never taken. A slice-wise first
+            pass can call a large lesion at an organ's edge background, out of the second's reach
+            without this (``ct-abdomen-2d``).
     """
 
     model: str = ""
@@ -211,6 +216,7 @@ class RefineSpec:
     labels: list[int] = field(default_factory=list)
     margin_mm: float = 20.0
     max_spacing_mm: float | None = None
+    claim_background: bool = False
 
 
 @dataclass

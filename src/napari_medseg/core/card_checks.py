@@ -236,6 +236,8 @@ def _check_refine(card: ModelCard) -> None:
     if ref.max_spacing_mm is not None and not (_is_num(ref.max_spacing_mm) and ref.max_spacing_mm > 0):
         raise CardError(f"refine.max_spacing_mm: expected a voxel size in mm > 0, or null for every scan, "
                         f"got {ref.max_spacing_mm!r}")
+    if not isinstance(ref.claim_background, bool):
+        raise CardError(f"refine.claim_background: expected true or false, got {ref.claim_background!r}")
 
 
 def _check_weights_field(weights: Any) -> None:

@@ -352,7 +352,7 @@ class Segmenter:
         second = self.refiner.predict(volume.crop(box), postprocess=False, return_probability=prob is not None,
                                       progress=sub_progress if progress is not None else None,
                                       should_stop=should_stop)
-        changed = merge_refined(out, second.labels.array, box, spec.labels)
+        changed = merge_refined(out, second.labels.array, box, spec.labels, spec.claim_background)
         if prob is not None:
             prob[box][changed] = second.probability.array[changed]
 

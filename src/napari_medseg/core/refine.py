@@ -9,7 +9,10 @@ margin, and merges the two answers here, before the card's post-processing.
 How they are merged: only where the first pass gave one of ``refine.labels`` (liver or lesion),
 and only between those labels, the second network's answer replaces the first's. The second
 network therefore cannot move an organ's outer border or add a lesion outside the liver; inside
-it, it decides what is lesion. (Merging by confidence, the surer network winning, would need both
+it, it decides what is lesion. With ``refine.claim_background`` it may also take what the first
+pass called background (never another organ): a slice-wise first pass can call a large lesion
+bulging from the liver's edge background, and the second network, which sees it across slices,
+then gives it back, with the liver around it. (Merging by confidence, the surer network winning, would need both
 networks' probabilities; it has not been measured.)
 """
 
@@ -66,12 +69,15 @@ def refine_box(labels: np.ndarray, spec: RefineSpec, spacing) -> tuple[slice, ..
     return tuple(box)
 
 
-def merge_refined(first: np.ndarray, second: np.ndarray, box: tuple[slice, ...], labels) -> np.ndarray:
+def merge_refined(first: np.ndarray, second: np.ndarray, box: tuple[slice, ...], labels,
+                  claim_background: bool = False) -> np.ndarray:
     """Merge the second network's labels (on the box) into the first's (on the scan), in place:
-    where the first pass gave one of ``labels`` and the second gives another of them, the second's
-    is taken. Returns the mask (on the box) of the voxels that changed."""
+    where the first pass gave one of ``labels`` (or, with ``claim_background``, background 0) and
+    the second gives another of them, the second's is taken. Returns the mask (on the box) of the
+    voxels that changed."""
     values = list(labels)
     part = first[box]
-    changed = np.isin(part, values) & np.isin(second, values) & (second != part)
+    takeable = np.isin(part, values + [0] if claim_background else values)
+    changed = takeable & np.isin(second, values) & (second != part)
     part[changed] = second[changed]
     return changed
