@@ -12,8 +12,8 @@ network therefore cannot move an organ's outer border or add a lesion outside th
 it, it decides what is lesion. With ``refine.claim_background`` it may also take what the first
 pass called background (never another organ): a slice-wise first pass can call a large lesion
 bulging from the liver's edge background, and the second network, which sees it across slices,
-then gives it back, with the liver around it. (Merging by confidence, the surer network winning, would need both
-networks' probabilities; it has not been measured.)
+then gives it back, with the liver around it. (Merging by confidence, the surer network winning,
+would need both networks' probabilities; it has not been measured.)
 """
 
 from __future__ import annotations
