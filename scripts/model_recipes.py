@@ -372,7 +372,13 @@ RECIPES: dict[str, Recipe] = {
                       # LESION_SEED0 + 128, "train_seed": 4) was tried in session 17 and not taken: tumour
                       # Dice 0.712 -> 0.719, 30/30 found, but oedema 0.9038 -> 0.9035, one true tumour
                       # and one true oedema region fewer (docs/builtin_models_history.md)
-                      "members": [{"extra_phantoms": 128, "epochs": 80, "patience": 20, "rounds": 1}]},
+                      "members": [{"extra_phantoms": 128, "epochs": 80, "patience": 20, "rounds": 1}],
+                      # A bias toward tumour (the card's output.class_bias, {"tumour": 0.25}; train_refiner.py
+                      # writes a stage's "class_bias" into the card) was tried in session 19 and not taken:
+                      # chosen on tuning phantoms 7000-7039 (tumour Dice 0.7123 -> 0.7274, oedema 0.90379 ->
+                      # 0.90383, 30/30 found), it did not hold on 7040-7079 (tumour 0.7754 -> 0.7715, oedema
+                      # 0.8895 -> 0.8883) nor on the evaluation phantoms (tumour 0.789 -> 0.788)
+                      },
     ),
 }
 

@@ -22,7 +22,9 @@ card names them all (the engine averages their probabilities, ``core/ensemble.py
 ``training.json`` keeps each member's record under ``members``. ``--round 2`` runs round 2 alone from round 1's
 weights in ``WORK/<name>-refine/round1/card.pt`` (each round leaves its record beside them, in
 ``record.json``, for the card's ``trained_on``). ``--resume`` continues an interrupted round from
-its checkpoint (``ckpt.pt`` beside its weights).
+its checkpoint (``ckpt.pt`` beside its weights). The stage's ``class_bias`` (label name -> bias, see
+:class:`~napari_medseg.core.card.OutputSpec`) goes into the written card only: it was chosen after
+training, and the rounds validate without it.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa
 REPO = Path(__file__).resolve().parents[1]
 #: refine_stage keys that are not TrainConfig fields
 REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "max_spacing_mm", "rounds", "network", "inference",
-                "from_scratch", "extra_phantoms", "extra_seed0", "n_val", "train_seed")
+                "from_scratch", "extra_phantoms", "extra_seed0", "n_val", "train_seed", "class_bias")
+
+
+def class_bias(by_name: dict[str, float], value: dict[str, int]) -> dict[int, float]:
+    """The recipe's ``class_bias`` (label name -> bias) as the card's (label value -> bias)."""
+    return {value[name]: float(b) for name, b in by_name.items()}
 
 
 def member_weights(n_members: int) -> str | list[str]:
@@ -211,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     texts = {1: history.get("trained_on", ""), **{int(k): v["trained_on"] for k, v in history["members"].items()}}
     card.trained_on = texts[1] if not members else " ".join(
         f"Member {m} of an ensemble of {len(members) + 1} (probabilities averaged): {t}." for m, t in sorted(texts.items()))
+    if facts.get("class_bias"):  # chosen on the tuning phantoms after training: the card's, not the training's
+        card.output.class_bias = class_bias(facts["class_bias"], value)
+        card.trained_on += (f" The card adds output.class_bias {facts['class_bias']} to the scores (chosen on the "
+                            "tuning phantoms after training).")
     save_card(card, dest / "refine" / "card.yaml")
     history_path.write_text(json.dumps(history, indent=1, default=str))
     main_card = load_card(dest / "card.yaml", check_weights=False)

@@ -122,6 +122,8 @@ def test_shipped_refining_network_is_what_the_recipe_trains():
             assert second.network == shipped.network
         assert second.postprocess == []
         assert second.preprocessing.intensity == shipped.preprocessing.intensity
+        assert second.output.class_bias == (train_refiner.class_bias(stage["class_bias"], value)
+                                            if "class_bias" in stage else None), name
         # every member of an ensemble (the stage's ``members``: changes to the stage) trains with valid
         # settings, and the card names one weights file a member, each shipped
         members = stage.get("members", [])

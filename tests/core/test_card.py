@@ -73,6 +73,15 @@ def test_a_valid_card_round_trips_through_yaml_and_json(tmp_path, suffix):
     assert card_to_data(again) == card_to_data(card)
 
 
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_a_class_bias_round_trips_with_whole_number_label_keys(tmp_path, suffix):
+    # JSON writes the label values as strings; they come back as the label values they were
+    card = load_card(_write(tmp_path, _broken(output__class_bias={2: 0.25}), f"card.{suffix}"))
+    assert card.output.class_bias == {2: 0.25}
+    out = save_card(card, tmp_path / "again" / f"saved.{suffix}")
+    assert load_card(out, check_weights=False).output.class_bias == {2: 0.25}
+
+
 def test_load_card_accepts_the_folder_that_holds_card_yaml(tmp_path):
     _write(tmp_path, CARD)
     assert load_card(tmp_path).name == "tiny-ct"
@@ -111,6 +120,10 @@ def test_load_model_from_a_card_returns_an_eval_network_with_the_saved_weights(t
         ({"output__activation": "relu"}, "output.activation: unknown value 'relu'"),
         ({"output__channel_values": [0, 1]}, "output.channel_values: 2 values for 3 output channels"),
         ({"output__threshold": 1.5}, "output.threshold: must lie strictly between 0 and 1"),
+        ({"output__class_bias": {3: 0.5}}, "output.class_bias: key 3 is not a label value the network produces"),
+        ({"output__class_bias": {"tumour": 0.5}}, "output.class_bias: key 'tumour' is not a label value"),
+        ({"output__class_bias": {1: "high"}}, "output.class_bias: label 1: expected a finite number, got 'high'"),
+        ({"output__class_bias": [0.5]}, "output.class_bias: expected a mapping label value -> number"),
         ({"postprocess": [{"op": "smooth"}]}, "postprocess[0].op: unknown value 'smooth'"),
         ({"postprocess": [{"op": "remove_small"}]}, "postprocess[0].min_ml: remove_small needs a volume"),
         ({"postprocess": [{"op": "keep_inside", "labels": [2]}]},

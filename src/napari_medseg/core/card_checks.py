@@ -153,6 +153,18 @@ def _produced_values(out: OutputSpec, net: NetworkSpec) -> set[int]:
     return set(range(1, n)) if out.activation == "softmax" else set(range(1, n + 1))
 
 
+def _check_class_bias(bias, produced: set[int]) -> None:
+    """``output.class_bias``: a mapping from label values the network produces to finite numbers."""
+    if not isinstance(bias, dict):
+        raise CardError(f"output.class_bias: expected a mapping label value -> number, got {bias!r}")
+    for value, b in bias.items():
+        if not _is_int(value) or value not in produced:
+            raise CardError(f"output.class_bias: key {value!r} is not a label value the network produces "
+                            f"({sorted(produced)})")
+        if not _is_num(b):
+            raise CardError(f"output.class_bias: label {value}: expected a finite number, got {b!r}")
+
+
 def _check_output(card: ModelCard) -> None:
     out, net = card.output, card.network
     _choice("output.activation", out.activation, ACTIVATIONS)
@@ -169,6 +181,8 @@ def _check_output(card: ModelCard) -> None:
         if sorted(out.paint_order) != list(range(net.out_channels)):
             raise CardError(f"output.paint_order: must list each channel 0..{net.out_channels - 1} "
                             f"once, got {out.paint_order!r}")
+    if out.class_bias is not None:
+        _check_class_bias(out.class_bias, produced)
     stray = sorted(set(card.labels.names) - produced)
     if stray:
         raise CardError(f"labels: label {stray[0]} ({card.labels.names[stray[0]]!r}) is never produced: "

@@ -185,6 +185,7 @@ class Segmenter:
         if self.device.type == "cpu":
             tune_malloc()
         self.names = card.labels if card.labels is not None else LabelTable()
+        self.class_bias = self._class_bias(card)
         # a cascade card (``refine``): the second network, on its own finer grid, in the first's box
         self.refiner: Segmenter | None = None
         if card.refine is not None:
@@ -368,9 +369,29 @@ class Segmenter:
             y = y[0]
         if self.device.type != "cpu":
             y = y.float().cpu()
+        if self.class_bias is not None:  # output.class_bias: a constant per channel, before stitching
+            y = y + self.class_bias.to(y.dtype)
         if self.spatial_dims == 2:
             y = y.unsqueeze(2)
         return y
+
+    @staticmethod
+    def _class_bias(card: ModelCard) -> torch.Tensor | None:
+        """``output.class_bias`` as a (1, C, 1, ...) tensor over the output channels, or None."""
+        bias = card.output.class_bias
+        if not bias:
+            return None
+        n = int(card.network.out_channels)
+        values = card.output.channel_values
+        if values is None:  # softmax: channel i is label i; sigmoid: channel i is label i + 1
+            values = list(range(n)) if card.output.activation == "softmax" else list(range(1, n + 1))
+        per_channel = torch.zeros(n, dtype=torch.float32)
+        for value, b in bias.items():
+            if value not in values:
+                raise InferenceError(f"{card.name}: output.class_bias: label {value} is not produced by any of "
+                                     f"the {n} output channels")
+            per_channel[list(values).index(value)] = float(b)
+        return per_channel.view(1, n, *([1] * int(card.network.spatial_dims)))
 
     # -- configuration helpers -----------------------------------------------------------------
     def _mode(self, mode: str | None) -> str:
