@@ -11,6 +11,7 @@ from napari_medseg.core.postprocess import (
     fill_holes,
     keep_inside,
     keep_largest_component,
+    keep_near,
     merge_labels,
     principal_axes_mm,
     relabel,
@@ -428,3 +429,34 @@ def test_remove_fragments_drops_pieces_under_a_share_of_the_largest_into_the_lab
     assert np.array_equal(apply_postprocess([step], a, (1.0, 1.0, 1.0)), out)
     with pytest.raises(ValueError, match="min_share"):
         remove_fragments(a, 1.5)
+
+
+def test_keep_near_drops_components_farther_than_the_distance_in_mm_into_the_label_around_them():
+    """A tumour with oedema around it, an oedema fragment 6 voxels from the tumour and one 20 voxels
+    away, on 2 mm voxels along the last axis: 15 mm keeps the near fragment (12 mm) and turns the far
+    one (40 mm) into the white matter around it; the oedema touching the tumour always stays."""
+    a = np.full((12, 12, 40), 3, dtype=np.uint8)                 # white matter
+    a[3:9, 3:9, 2:10] = 5                                        # oedema around the tumour
+    a[5:7, 5:7, 4:8] = 4                                         # the tumour, voxels 4..7 along z
+    a[5:7, 5:7, 13:15] = 5                                       # 6 voxels (12 mm) past the tumour
+    a[5:7, 5:7, 27:29] = 5                                       # 20 voxels (40 mm) past it
+    sp = (1.0, 1.0, 2.0)
+    out = keep_near(a, [5], [4], 15.0, spacing=sp)
+    assert (out[5:7, 5:7, 13:15] == 5).all() and (out[5:7, 5:7, 27:29] == 3).all()
+    assert np.array_equal(out[3:9, 3:9, 2:10], a[3:9, 3:9, 2:10])
+    assert np.array_equal(out[a != 5], a[a != 5])
+    # in mm, not voxels: on 1 mm voxels the far fragment is 20 mm away and stays
+    assert np.array_equal(keep_near(a, [5], [4], 25.0, spacing=(1.0, 1.0, 1.0)), a)
+    assert (keep_near(a, [5], [4], 10.0, spacing=sp)[5:7, 5:7, 13:15] == 3).all()
+    # without any tumour nothing is judged
+    no_tumour = np.where(a == 4, 5, a).astype(np.uint8)
+    assert np.array_equal(keep_near(no_tumour, [5], [4], 1.0, spacing=sp), no_tumour)
+    # a card step reaches it
+    from napari_medseg.core.postprocess import apply_postprocess
+
+    step = {"op": "keep_near", "labels": [5], "anchor": [4], "max_distance_mm": 15.0}
+    assert np.array_equal(apply_postprocess([step], a, sp), out)
+    with pytest.raises(ValueError, match="max_distance_mm"):
+        keep_near(a, [5], [4], 0.0, spacing=sp)
+    with pytest.raises(ValueError, match="labels=None"):
+        keep_near(a, None, [4], 10.0, spacing=sp)

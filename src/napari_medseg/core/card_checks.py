@@ -220,6 +220,16 @@ def _check_postprocess(steps: Any) -> None:
             if not (_is_num(share) and 0 <= share <= 1):
                 raise CardError(f"postprocess[{i}].min_share: remove_fragments needs a share of the largest "
                                 f"component between 0 and 1, got {share!r}")
+        if step["op"] == "keep_near":
+            anchor, far = step.get("anchor"), step.get("max_distance_mm")
+            if not (isinstance(labels, list) and labels):
+                raise CardError(f"postprocess[{i}].labels: keep_near needs the labels to judge, got {labels!r}")
+            if not (isinstance(anchor, list) and anchor and all(_is_int(v) for v in anchor)):
+                raise CardError(f"postprocess[{i}].anchor: keep_near needs a list of anchor label values, "
+                                f"got {anchor!r}")
+            if not (_is_num(far) and far > 0):
+                raise CardError(f"postprocess[{i}].max_distance_mm: keep_near needs a distance in mm > 0, "
+                                f"got {far!r}")
         if step["op"] == "keep_inside":
             host = step.get("host")
             if not (isinstance(labels, list) and labels):
