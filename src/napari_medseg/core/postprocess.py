@@ -312,8 +312,8 @@ def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], ma
     ``anchor`` label; they take the label that surrounds them.
 
     Peritumoral oedema lies around its tumour: an "oedema" component several centimetres from any
-    tumour is white matter the network misread (on ``mr-brain``'s T1 phantoms, where oedema is a
-    little darker than white matter). A component's distance is that of its nearest voxel to the
+    tumour is grey or white matter the network misread (on ``mr-brain``'s T1 phantoms oedema is
+    about as dark as grey matter). A component's distance is that of its nearest voxel to the
     nearest anchor voxel, in mm, so a fragment of the oedema that grey matter cuts off near the
     tumour stays. Where the map holds no anchor voxel nothing is judged: without a tumour there is
     nothing to measure from, and the other steps decide.
