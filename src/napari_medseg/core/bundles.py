@@ -189,10 +189,7 @@ def _read(folder: Path) -> tuple[ModelCard, Reader, bool]:
     out, steps = translate_postprocessing(r, "postprocessing", spec.out_channels, spec.spatial_dims)
 
     channel_names = _channel_names(meta)
-    if out.activation == "softmax":
-        values = out.channel_values or list(range(spec.out_channels))
-    else:
-        values = out.channel_values or [c + 1 for c in range(spec.out_channels)]
+    values = out.channel_labels(spec.out_channels)
     names = {values[c]: n for c, n in channel_names.items() if c < len(values) and values[c] != 0}
     inputs = _input_def(meta)
     weights = _weights(r, folder)

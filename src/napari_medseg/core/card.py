@@ -195,6 +195,13 @@ class OutputSpec:
     paint_order: list[int] | None = None
     class_bias: dict[int, float] | None = None
 
+    def channel_labels(self, n_channels: int) -> list[int]:
+        """The label value each output channel writes: ``channel_values``, else softmax channel i
+        -> i (0 background), sigmoid channel i -> i + 1."""
+        if self.channel_values:
+            return [int(v) for v in self.channel_values]
+        return list(range(n_channels)) if self.activation == "softmax" else list(range(1, n_channels + 1))
+
     def __post_init__(self):
         # JSON keys are strings; whole-number keys become label values (others are left for the check)
         if isinstance(self.class_bias, dict):

@@ -149,8 +149,7 @@ def _produced_values(out: OutputSpec, net: NetworkSpec) -> set[int]:
         if len(cv) != n:
             raise CardError(f"output.channel_values: {len(cv)} values for {n} output channels "
                             f"(network.out_channels)")
-        return set(cv) - {0}
-    return set(range(1, n)) if out.activation == "softmax" else set(range(1, n + 1))
+    return set(out.channel_labels(n)) - {0}
 
 
 def _check_class_bias(bias, produced: set[int]) -> None:

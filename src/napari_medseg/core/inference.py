@@ -382,15 +382,13 @@ class Segmenter:
         if not bias:
             return None
         n = int(card.network.out_channels)
-        values = card.output.channel_values
-        if values is None:  # softmax: channel i is label i; sigmoid: channel i is label i + 1
-            values = list(range(n)) if card.output.activation == "softmax" else list(range(1, n + 1))
+        values = card.output.channel_labels(n)
         per_channel = torch.zeros(n, dtype=torch.float32)
         for value, b in bias.items():
             if value not in values:
                 raise InferenceError(f"{card.name}: output.class_bias: label {value} is not produced by any of "
                                      f"the {n} output channels")
-            per_channel[list(values).index(value)] = float(b)
+            per_channel[values.index(value)] = float(b)
         return per_channel.view(1, n, *([1] * int(card.network.spatial_dims)))
 
     # -- configuration helpers -----------------------------------------------------------------

@@ -338,20 +338,26 @@ def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], ma
     anchors = np.isin(array, np.asarray(requested_labels({}, anchor), dtype=np.int64))
     if not anchors.any():
         return finish(array.copy())
-    # distances only matter up to max_distance_mm: work in the anchors' box grown by that much
+    # distances only matter up to max_distance_mm: measured in the anchors' box grown by that much,
+    # where every voxel that close lies; a piece wholly outside it is far
     reach = np.ceil(max_distance_mm / sp).astype(int)
     hit = np.nonzero(anchors)
     near = pad_box(tuple(slice(int(a.min()), int(a.max()) + 1) for a in hit), array.shape, reach)
-    distance = np.full(array.shape, np.inf, dtype=np.float32)
-    distance[near] = ndimage.distance_transform_edt(~anchors[near], sampling=sp)
+    close = ndimage.distance_transform_edt(~anchors[near], sampling=sp) <= max_distance_mm
     out = array.copy()
     removed = 0
     for value, (box, sub), piece, around in _pieces(array, labels, connectivity):
-        if float(distance[box][sub][piece].min()) > max_distance_mm:
+        start = [b.start + s.start for b, s in zip(box, sub)]  # the piece's corner on the scan
+        lo = [max(a, n.start) for a, n in zip(start, near)]
+        hi = [min(a + k, n.stop) for a, k, n in zip(start, piece.shape, near)]
+        overlap = all(x < y for x, y in zip(lo, hi)) and bool(
+            (piece[tuple(slice(x - a, y - a) for x, y, a in zip(lo, hi, start))]
+             & close[tuple(slice(x - n.start, y - n.start) for x, y, n in zip(lo, hi, near))]).any())
+        if not overlap:
             out[box][sub][piece] = _surrounding_label(around, value)
             removed += 1
     logger.info("keep_near: removed %d components farther than %g mm from labels %s", removed, max_distance_mm,
-                sorted(set(np.unique(array[anchors]).tolist())))
+                requested_labels({}, anchor))
     return finish(out)
 
 

@@ -118,11 +118,8 @@ def as_pairs(pairs: Sequence[TrainingPair | PairLike],
 
 def class_values(card: ModelCard) -> list[int]:
     """Label value of each class index (0 = background): softmax channel i, sigmoid channel i-1."""
-    n = int(card.network.out_channels)
-    values = card.output.channel_values
-    if card.output.activation == "sigmoid":
-        return [0] + [int(v) for v in (values or range(1, n + 1))]
-    return [int(v) for v in (values or range(n))]
+    values = card.output.channel_labels(int(card.network.out_channels))
+    return [0] + values if card.output.activation == "sigmoid" else values
 
 
 UNKNOWN_LABELS = ("error", "background")
