@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from napari_medseg.core.postprocess import Labels
+from napari_medseg.core.regions import Labels
 from napari_medseg.core.regions import (
     check_axis,
     check_label_array,

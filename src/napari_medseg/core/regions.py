@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 Box = tuple[slice, ...]
 
+# Which labels a tool works on: one value, several, or None for every label present.
+Labels = int | Iterable[int] | None
+
 # neighbour counts accepted as connectivity, besides scipy's rank 1..ndim
 _NEIGHBOURS = {2: {4: 1, 8: 2}, 3: {6: 1, 18: 2, 26: 3}}
 
@@ -163,3 +166,20 @@ def components(mask: np.ndarray, connectivity: int = 1,
     structure = connectivity_structure(mask.ndim, connectivity, within_axis)
     labelled, n = ndimage.label(mask, structure=structure, output=np.int32)
     return labelled, int(n)
+
+
+def label_components(array: np.ndarray, labels: Labels, connectivity: int = 1, pad: int = 0):
+    """The connected components of each chosen label present, label by label, each worked on in
+    the label's bounding box (plus ``pad`` voxels) rather than the whole volume: yields
+    ``(value, box, mask, comp, n)``, with ``mask`` the label inside ``array[box]`` and ``comp`` its
+    component ids 1..n (0 elsewhere)."""
+    boxes = label_boxes(array)
+    for value in requested_labels(boxes, labels):
+        box = boxes.get(value)
+        if box is None:
+            continue
+        if pad:
+            box = pad_box(box, array.shape, pad)
+        mask = array[box] == value
+        comp, n = components(mask, connectivity)
+        yield value, box, mask, comp, n
