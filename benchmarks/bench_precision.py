@@ -27,7 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from model_recipes import EVAL_SEED0, RECIPES, make_phantom  # noqa: E402
 
-from napari_medseg.core.inference import Segmenter, cpu_has_bf16  # noqa: E402
+from napari_medseg.core.inference import Segmenter  # noqa: E402
+from napari_medseg.core.machine import cpu_has_bf16  # noqa: E402
 from napari_medseg.core.models import load_model  # noqa: E402
 
 

@@ -97,7 +97,7 @@ def main() -> None:
     if args.learn:
         learn(args)
         return
-    from napari_medseg.core.inference import tune_malloc
+    from napari_medseg.core.machine import tune_malloc
     tune_malloc()
     cases = [
         ("3D 96x96x64 b2 (16,32,64,128)", 3, (96, 96, 64), 2, (16, 32, 64, 128)),

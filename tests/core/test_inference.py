@@ -3,7 +3,6 @@ output on real scans, and parity with MONAI's own spleen bundle pipeline."""
 
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import pytest
@@ -18,10 +17,10 @@ from napari_medseg.core.card import (
     PreprocessingSpec,
 )
 from napari_medseg.core.errors import Cancelled, InferenceError
-from napari_medseg.core.inference import Segmenter, cpu_has_bf16, resolve_precision
+from napari_medseg.core.inference import Segmenter
+from napari_medseg.core.machine import cpu_has_bf16
 from napari_medseg.core.labelling import running_argmax
 from napari_medseg.core.labels import LabelTable
-from napari_medseg.core.networks import resolve_device
 from napari_medseg.core.volume import Volume
 
 
@@ -239,15 +238,6 @@ def test_a_multichannel_model_refuses_one_volume_and_names_how_many_it_needs():
 def test_a_3d_network_refuses_2d_mode():
     with pytest.raises(InferenceError, match="slice by slice"):
         Segmenter(_card(), _unet(3)).predict(_volume(), mode="2d")
-
-
-def test_missing_devices_fall_back_to_the_cpu_with_a_message(caplog, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.WARNING):
-        assert resolve_device("cuda").type == "cpu"
-    assert "no CUDA device" in caplog.text
-    assert resolve_precision("fp16", torch.device("cpu")) == "fp32"
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without native bfloat16")

@@ -90,7 +90,7 @@ def _run(args) -> int:
 
     volume = read_volume(args.input)
     extra = [read_volume(p) for p in (args.extra or [])]
-    from napari_medseg.core.networks import resolve_device
+    from napari_medseg.core.machine import resolve_device
 
     device = resolve_device(args.device)  # falls back to the CPU with a message
     card, network = load_model(args.model, device=device)

@@ -232,7 +232,7 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> tuple
                          f"(bundles from the Model Zoo ship them; download_bundle fetches one)")
     net = build_network(card.network) if ours else r.instantiate("network_def")
     net = load_weights(net, card.weights)
-    from napari_medseg.core.networks import resolve_device
+    from napari_medseg.core.machine import resolve_device
 
     return card, net.to(resolve_device(device, ModelError)).eval()
 

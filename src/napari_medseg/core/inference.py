@@ -34,9 +34,7 @@ with its neighbours as extra channels, read here and in training the same way.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +44,9 @@ import torch
 
 from napari_medseg.core.card import ModelCard
 from napari_medseg.core.errors import InferenceError
-from napari_medseg.core.networks import resolve_device
 from napari_medseg.core.labelling import LabelWriter
 from napari_medseg.core.labels import LabelTable, label_dtype
+from napari_medseg.core.machine import resolve_device, resolve_precision, tune_malloc
 from napari_medseg.core.mirroring import mirror_flips, mirrored_scores
 from napari_medseg.core.postprocess import apply_postprocess
 from napari_medseg.core.preprocess import IntensityTransform, ModelSpace, context_rows, model_space
@@ -57,71 +55,11 @@ from napari_medseg.core.volume import Volume
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # On the CPU a forward pass of more than about two 96^3 windows is no faster per window (measured:
 # fp32 0.045 s a window at batch 2 and at batch 4, bf16 0.025 s at 1, 2 and 4), while the
 # activations grow with the batch (fp32 UNet 16..256: 133 MB at 2, 263 MB at 4). Larger batches
 # are run in passes of at most this many voxels.
 CPU_FORWARD_VOXELS = 2 * 96 ** 3
-_MALLOC_TUNED = False
-
-
-# ------------------------------------------------------------------------------- machine facts
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is slower."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        pass
-    if sys.platform == "darwin":  # Apple silicon has bf16 in its NEON units, but torch's CPU path is slow
-        return False
-    return False
-
-
-def tune_malloc() -> bool:
-    """Raise glibc's mmap and trim thresholds once, so big tensors reuse heap memory.
-
-    Each large activation otherwise is a fresh ``mmap`` whose pages fault in one by one and are
-    returned on free; PERFORMANCE.md measured 1.5-7x slower runs from that alone. Only on Linux
-    with glibc; elsewhere nothing happens.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1
-        ok = libc.mallopt(m_trim_threshold, 2 << 30) == 1 and ok
-    except (OSError, AttributeError):
-        return False
-    _MALLOC_TUNED = ok
-    if ok:
-        log.debug("glibc mallopt: mmap threshold 1 GiB, trim threshold 2 GiB")
-    return ok
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` for ``precision`` on ``device`` (``auto``: fastest safe choice)."""
-    if precision not in PRECISIONS:
-        raise InferenceError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if device.type == "cpu":
-        if precision == "auto":
-            return "bf16" if cpu_has_bf16() else "fp32"
-        if precision == "fp16":
-            log.warning("precision fp16 is for GPUs; the CPU runs fp32")
-            return "fp32"
-        if precision == "bf16" and not cpu_has_bf16():
-            log.warning("this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 will be slower than fp32")
-        return precision
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 # ------------------------------------------------------------------------------- results

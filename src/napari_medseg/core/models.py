@@ -28,7 +28,8 @@ from napari_medseg.core.card_checks import validate_card
 from napari_medseg.core.ensemble import EnsembleNetwork
 from napari_medseg.core.errors import CardError, ModelError
 from napari_medseg.core.labels import LabelTable
-from napari_medseg.core.networks import build_network, load_weights, resolve_device
+from napari_medseg.core.machine import resolve_device
+from napari_medseg.core.networks import build_network, load_weights
 
 __all__ = ["load_card", "save_card", "card_to_data", "card_from_dict", "validate_card", "build_network",
            "load_weights", "load_model", "CARD_NAMES"]

@@ -23,11 +23,9 @@ from typing import Any
 import torch
 
 from napari_medseg.core.card import ARCHITECTURES, NetworkSpec
-from napari_medseg.core.errors import InferenceError, ModelError
+from napari_medseg.core.errors import ModelError
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("cpu", "cuda", "mps")
 
 # Arguments a MONAI network accepted once and the installed version may no longer take. Bundles
 # written for an older MONAI still pass them; :func:`drop_outdated_kwargs` removes them with a log
@@ -279,20 +277,3 @@ def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
         raise ModelError(f"{path}: not a PyTorch weights file: {exc}") from exc
     _load_state(network, _unwrap(obj, path), path)
     return network
-
-
-def resolve_device(device: str | torch.device, error: type[Exception] = InferenceError) -> torch.device:
-    """The device asked for if present, else the CPU with a logged warning: the one device rule of
-    the engine, training, the model loader, the widgets and the CLI. A name that is no device
-    raises ``error`` (the model loader raises its :class:`ModelError`)."""
-    name = str(device).lower()
-    kind = name.split(":")[0]
-    if kind not in DEVICES:
-        raise error(f"device {device!r} is not a device name: expected one of {', '.join(DEVICES)} (cuda:1 ...)")
-    if kind == "cuda" and not torch.cuda.is_available():
-        log.warning("device 'cuda' asked for, but no CUDA device is available; running on the CPU")
-        return torch.device("cpu")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        log.warning("device 'mps' asked for, but Apple MPS is not available; running on the CPU")
-        return torch.device("cpu")
-    return torch.device(name)

@@ -105,7 +105,7 @@ def label_boxes(array: np.ndarray) -> dict[int, Box]:
     return {i + 1: box for i, box in enumerate(found) if box is not None}
 
 
-def requested_labels(boxes: dict[int, Box], labels: int | Iterable[int] | None) -> list[int]:
+def requested_labels(boxes: dict[int, Box], labels: Labels) -> list[int]:
     """The label values an operation applies to: ``None`` means every label present.
 
     Requested values that are absent are kept (the operation is then a no-op for them) so that a

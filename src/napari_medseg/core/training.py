@@ -68,9 +68,9 @@ from napari_medseg.core.augment import AugmentConfig, augment
 from napari_medseg.core.card import ModelCard
 from napari_medseg.core.ensemble import EnsembleNetwork
 from napari_medseg.core.errors import Cancelled, ModelError
-from napari_medseg.core.inference import cpu_has_bf16, tune_malloc
+from napari_medseg.core.machine import resolve_device, resolve_training_precision, tune_malloc
 from napari_medseg.core.models import validate_card
-from napari_medseg.core.networks import build_network, load_weights, resolve_device
+from napari_medseg.core.networks import build_network, load_weights
 from napari_medseg.core.training_config import TrainConfig, TrainProgress, TrainResult
 from napari_medseg.core.training_data import (
     PairLike,
@@ -100,25 +100,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainProgress", "TrainResult", "TrainingPair", "TrainingDataError", "train",
            "checkpoint_path", "weights_path_for",
-           "validate", "resolve_training_precision", "loss_weights"]
-
-def resolve_training_precision(precision: str, device: torch.device) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` for training (``auto``: bf16 where it is native, else fp32)."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ModelError(f"precision {precision!r}: expected auto, fp32, bf16 or fp16")
-    if device.type == "cpu":
-        if precision == "fp16":
-            log.warning("precision fp16 is for GPUs; training on the CPU in fp32")
-            return "fp32"
-        if precision == "auto":
-            return "bf16" if cpu_has_bf16() else "fp32"
-        return precision
-    if device.type == "cuda" and precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type != "cuda" and precision == "auto":
-        return "fp32"
-    return precision
-
+           "validate", "loss_weights"]
 
 def _patch_size(card: ModelCard, config: TrainConfig, slices: bool) -> tuple[int, ...]:
     roi = tuple(int(r) for r in (config.patch_size or card.inference.roi_size))

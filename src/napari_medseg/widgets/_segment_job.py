@@ -111,7 +111,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, target: str, device: str):
-        from napari_medseg.core.networks import resolve_device
+        from napari_medseg.core.machine import resolve_device
         from napari_medseg.core.models import load_model
 
         dev = str(resolve_device(device))

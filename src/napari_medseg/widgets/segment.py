@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_medseg._layer_data import layer_transform_kwargs, volume_from_layer
 from napari_medseg.core.errors import MedsegError
-from napari_medseg.core.inference import PRECISIONS
+from napari_medseg.core.machine import PRECISIONS
 from napari_medseg.widgets._result_layers import (
     add_labels_layer, apply_change_undoable, put_probability, update_label_names,
 )
@@ -322,7 +322,7 @@ class SegmentWidget(Container):
             self.status.value = "cancelling…"
 
     def _warn_device(self, device: str) -> None:
-        from napari_medseg.core.networks import resolve_device
+        from napari_medseg.core.machine import resolve_device
 
         if device != "cpu" and resolve_device(device).type == "cpu":
             show_warning(f"device {device} is not available on this machine; running on the CPU")
