@@ -144,6 +144,23 @@ def test_segment_widget_runs_end_to_end_from_the_manifest(make_napari_viewer, qt
     assert "label" in widget.status.value
 
 
+def test_opened_on_a_scan_the_widget_takes_it_and_names_the_builtin_models(make_napari_viewer):
+    """What a user sees on opening Segment from the Plugins menu with a scan loaded: that scan in
+    Image, and About naming the built-in models to choose from (not "no models")."""
+    from napari_medseg.core.registry import model_names
+
+    viewer = make_napari_viewer()
+    add_phantom(viewer)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medseg", WIDGET)
+    assert widget.image.value is viewer.layers["phantom"]
+    assert widget.builtin.value is None
+    names = model_names()
+    assert names and all(name in widget.info.value for name in names)
+    assert "No built-in models" not in widget.info.value
+    widget.source.value = "card"
+    assert widget.info.value == "Choose a model."
+
+
 @pytest.mark.parametrize("model", ["ct-abdomen-3d", "ct-abdomen-2d"])
 def test_a_shipped_builtin_model_segments_a_phantom_from_the_widget(make_napari_viewer, qtbot, model):
     """The real path a user takes: a shipped model picked by name (no test folder), its card's

@@ -156,6 +156,10 @@ class SegmentWidget(Container):
         layers.inserted.connect(self._layers_changed)
         layers.removed.connect(self._layers_changed)
         self._update_visibility()
+        # opened on a viewer that already holds a scan: list it and the built-in models, and take
+        # the newest scan as a layer added later would be taken
+        self.reset_choices()
+        self._layers_changed()
         self._model_changed()
 
     # -- choices ---------------------------------------------------------------------------------
@@ -220,8 +224,7 @@ class SegmentWidget(Container):
         self.card = None
         self.chosen.reset_choices()
         if not model:
-            self.info.value = ("No built-in models yet: choose a card file, a bundle folder or a Model Zoo bundle."
-                               if source == "builtin" else "Choose a model.")
+            self.info.value = self._no_model_text(source)
             return
         try:
             card = self._read_card(source, model)
@@ -234,6 +237,16 @@ class SegmentWidget(Container):
         self.overlap.value = float(card.inference.overlap)
         self.chosen.reset_choices()
         self.models.clear()
+
+    def _no_model_text(self, source: str) -> str:
+        """What About says while no model is chosen: the built-in ones by name, or where else to look."""
+        if source != "builtin":
+            return "Choose a model."
+        names = [c for c in self.builtin.choices if c]
+        if not names:
+            return "No built-in models yet: choose a card file, a bundle folder or a Model Zoo bundle."
+        return (f"Choose a model: {len(names)} built in ({', '.join(names)}), or under 'Model from' a card "
+                "file, a bundle folder or a Model Zoo bundle.")
 
     def model_display_name(self) -> str:
         if self.card is not None:
