@@ -3,7 +3,6 @@ output on real scans, and parity with MONAI's own spleen bundle pipeline."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -102,6 +102,7 @@ __all__ = ["TrainConfig", "TrainProgress", "TrainResult", "TrainingPair", "Train
            "checkpoint_path", "weights_path_for",
            "validate", "loss_weights"]
 
+
 def _patch_size(card: ModelCard, config: TrainConfig, slices: bool) -> tuple[int, ...]:
     roi = tuple(int(r) for r in (config.patch_size or card.inference.roi_size))
     if slices and len(roi) == 3:

@@ -156,9 +156,9 @@ class SegmentWidget(Container):
         layers.inserted.connect(self._layers_changed)
         layers.removed.connect(self._layers_changed)
         self._update_visibility()
-        # opened on a viewer that already holds a scan: list it and the built-in models, and take
-        # the newest scan as a layer added later would be taken
-        self.reset_choices()
+        # opened on a viewer that already holds a scan: list the built-in models, and take the
+        # newest scan as a layer added later would be taken (``_layers_changed`` lists the scans)
+        self.builtin.reset_choices()
         self._layers_changed()
         self._model_changed()
 
