@@ -32,14 +32,7 @@ def is_dicom_file(path: str | Path) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
+    return path.suffix.lower() in DICOM_SUFFIXES or _has_preamble(path)
 
 
 def folder_has_dicom(folder: str | Path, max_checks: int = 20) -> bool:
@@ -77,7 +70,8 @@ def _series_files(folder: str) -> dict[str, list[str]]:
     return series
 
 
-def _has_preamble(path: str) -> bool:
+def _has_preamble(path: str | Path) -> bool:
+    """The 128-byte preamble and 'DICM' magic of a DICOM Part 10 file (some old files lack it)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(128)
