@@ -59,5 +59,20 @@ def test_the_readme_accuracy_tables_are_the_recorded_evaluation():
                 assert f"{entry['lesion_union_dice']['dice']:.3f}" in section, (model, "lesion union")
             for key in ("lesions", "lesions_union"):  # union: each lesion alone, the rule before session 17
                 for label, det in entry.get(key, {}).items():
-                    assert f"({det['found']}/{det['n_ref']})" in section, (model, key, label, "sensitivity")
-                    assert f"({det['true_pred']}/{det['n_pred']})" in section, (model, key, label, "precision")
+                    assert f"({det['found']}/{det['n_ref']}" in section, (model, key, label, "sensitivity")
+                    assert f"({det['true_pred']}/{det['n_pred']}" in section, (model, key, label, "precision")
+            # the 95% intervals the README gives: organ mean, lesion Dice, detection (grouped rule)
+            lo, hi = entry["mean_organ_dice_ci95"]
+            assert f"{lo:.3f}–{hi:.3f}" in section, (model, "organ mean interval")
+            for label, det in entry["lesions"].items():
+                lo, hi = entry["dice_ci95"][label]
+                assert f"{lo:.3f}–{hi:.3f}" in rows_of(rows, label), (model, label, "Dice interval")
+                for rate, count in (("sensitivity", f"{det['found']}/{det['n_ref']}"),
+                                    ("precision", f"{det['true_pred']}/{det['n_pred']}")):
+                    lo, hi = det[f"{rate}_10mm_ci95"]
+                    assert f"({count}; {lo:.2f}–{hi:.2f})" in section, (model, label, rate, "interval")
+
+
+def rows_of(rows: dict[str, str], label: str) -> str:
+    """The README table rows about ``label`` (its Dice row and its breakdowns), joined."""
+    return "\n".join(r for name, r in rows.items() if name == label or name.startswith(f"{label} "))

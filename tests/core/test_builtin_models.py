@@ -245,6 +245,38 @@ def test_lesion_dice_is_broken_down_by_lesion_size_and_contrast():
     assert by["contrast flair"] == {"dice": pytest.approx(0.15), "n": 2}
 
 
+def test_evaluation_intervals_bootstrap_the_phantoms_and_wilson_the_counts():
+    """The README's 95% intervals: a Dice's is a bootstrap over the phantoms that hold the label
+    (fixed seed, so a rerun repeats it); a detection rate's is Wilson's interval on the counts."""
+    import sys
+
+    sys.path.insert(0, str(PACKAGE_MODELS.parents[2] / "scripts"))
+    try:
+        import evaluate_builtin_models as ev
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(5)
+    rows = [{"dice": {"liver": 0.97, "spleen": float(s)}} for s in rng.uniform(0.90, 0.96, 30)]
+    for i, row in enumerate(rows[:12]):  # a lesion in 12 phantoms only, one of them missed
+        row["dice"]["liver_lesion"] = 0.0 if i == 0 else 0.8
+    ci = ev._dice_intervals(rows, ["liver", "spleen"])
+    assert ci == ev._dice_intervals(rows, ["liver", "spleen"])
+    assert ci["dice_ci95"]["liver"] == pytest.approx([0.97, 0.97])  # no spread, no interval
+    spleen = [r["dice"]["spleen"] for r in rows]
+    lo, hi = ci["dice_ci95"]["spleen"]
+    assert min(spleen) < lo < np.mean(spleen) < hi < max(spleen)
+    lo, hi = ci["dice_ci95"]["liver_lesion"]  # over the 12 that hold it: mean 0.733, the miss widens it
+    assert 0.55 < lo < 0.8 * 11 / 12 < hi == pytest.approx(0.8)
+    lo, hi = ci["mean_organ_dice_ci95"]
+    assert lo < (0.97 + np.mean(spleen)) / 2 < hi
+    assert ev._wilson(9, 10) == pytest.approx([0.5958, 0.9821], abs=1e-4)
+    assert ev._wilson(0, 0) is None
+    assert ev._wilson(90, 100)[1] - ev._wilson(90, 100)[0] < 0.9821 - 0.5958
+    rates = ev._detection_rates({"liver_lesion": {"n_ref": 10, "found": 9, "n_pred": 0, "true_pred": 0}})
+    assert rates["liver_lesion"]["sensitivity_10mm_ci95"] == pytest.approx([0.5958, 0.9821], abs=1e-4)
+    assert rates["liver_lesion"]["precision_10mm_ci95"] is None
+
+
 def test_mr_brain_keeps_a_tumour_in_its_oedema_and_drops_one_in_bare_white_matter():
     """mr-brain's post-processing (its card, as shipped): a tumour component lies in brain tissue
     and has oedema around at least 30% of its border; a "tumour" in plain white matter (its false
