@@ -244,8 +244,8 @@ def evaluate_real_ct(name: str, precision: str) -> list[dict]:
     return results
 
 
-def _interval(ci: list[float] | None) -> str:
-    return "—" if ci is None else f"{ci[0]:.2f}–{ci[1]:.2f}"
+def _interval(ci: list[float] | None, digits: int = 2) -> str:
+    return "—" if ci is None else f"{ci[0]:.{digits}f}–{ci[1]:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,10 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         real = res.get("real_ct") or []
         for lab, d in res["dice"].items():
             r = ", ".join(f"{case['dice'][lab]:.3f}" for case in real if lab in case["dice"])
-            lo, hi = res["dice_ci95"][lab]
-            print(f"| {res['model']} | {lab} | {d:.3f} ({lo:.3f}–{hi:.3f}) | {r} |")
-        lo, hi = res["mean_organ_dice_ci95"]
-        print(f"| {res['model']} | organ mean | {res['mean_organ_dice']:.3f} ({lo:.3f}–{hi:.3f}) | |")
+            ci = res["dice_ci95"].get(lab)  # none for a label no phantom holds
+            print(f"| {res['model']} | {lab} | {d:.3f} ({_interval(ci, 3)}) | {r} |")
+        print(f"| {res['model']} | organ mean | {res['mean_organ_dice']:.3f} "
+              f"({_interval(res.get('mean_organ_dice_ci95'), 3)}) | |")
         for lab, groups in res["lesion_dice_by"].items():
             for key, g in groups.items():
                 print(f"| {res['model']} | {lab} Dice, {key} | {g['dice']:.3f} ({g['n']} phantoms) | |")
