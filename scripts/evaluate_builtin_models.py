@@ -88,8 +88,8 @@ def _lesion_dice_by(rows: list[dict], lesion_labels) -> dict:
     return out
 
 
-#: phantom resamples behind each Dice interval; the generator's seed is fixed, so a rerun of the same
-#: evaluation gives the same intervals
+#: phantom resamples behind each Dice interval; the resampling's random generator starts from seed 0,
+#: so a rerun of the same evaluation gives the same intervals
 BOOTSTRAP_RESAMPLES = 10_000
 #: the two-sided 95% normal quantile (Wilson's interval)
 _Z95 = 1.959964
@@ -102,7 +102,7 @@ def _dice_intervals(rows: list[dict], organs: Sequence[str]) -> dict:
     every statistic is recomputed as reported: a label's mean over the drawn phantoms that hold it,
     the organ mean as the mean of those label means. Lesion Dice moves most (a phantom whose one
     small lesion is missed scores 0), which is what the interval is for: whether a figure near a
-    target is above or below it by more than another 40 phantoms could move it.
+    target is above or below it by more than another set of phantoms as large could move it.
     """
     labels = sorted({lab for row in rows for lab in row["dice"]})
     table = np.array([[row["dice"].get(lab, np.nan) for lab in labels] for row in rows], dtype=float)
