@@ -52,7 +52,8 @@ from napari_medseg.core.training import TrainConfig, TrainingPair, train  # noqa
 REPO = Path(__file__).resolve().parents[1]
 #: refine_stage keys that are not TrainConfig fields
 REFINE_FACTS = ("spacing", "box_labels", "labels", "margin_mm", "max_spacing_mm", "rounds", "network", "inference",
-                "from_scratch", "extra_phantoms", "extra_seed0", "n_val", "train_seed", "class_bias")
+                "from_scratch", "extra_phantoms", "extra_seed0", "n_val", "train_seed", "class_bias",
+                "release_labels", "release_to", "release_share")
 
 
 def class_bias(by_name: dict[str, float], value: dict[str, int]) -> dict[int, float]:
@@ -116,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     value = {n: v for v, n in names.names.items()}
     spec = RefineSpec(model="refine/card.yaml", box_labels=[value[n] for n in facts["box_labels"]],
                       labels=[value[n] for n in facts["labels"]], margin_mm=float(facts["margin_mm"]),
-                      max_spacing_mm=facts.get("max_spacing_mm"))
+                      max_spacing_mm=facts.get("max_spacing_mm"),
+                      release_labels=[value[n] for n in facts.get("release_labels", [])],
+                      release_to=[value[n] for n in facts.get("release_to", [])],
+                      release_share=float(facts.get("release_share", 0.9)))
 
     template = dict(recipe.card)
     for key in ("network", "inference"):  # a network of its own (from_scratch), else a copy of the model's

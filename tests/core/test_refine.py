@@ -14,7 +14,7 @@ from napari_medseg.core.errors import Cancelled, CardError
 from napari_medseg.core.inference import Segmenter
 from napari_medseg.core.labels import LabelTable
 from napari_medseg.core.models import load_card, load_model, save_card
-from napari_medseg.core.refine import merge_refined, refine_box, refine_card
+from napari_medseg.core.refine import merge_refined, refine_box, refine_card, release_components
 from napari_medseg.core.volume import Volume
 
 SPEC = RefineSpec(model="refine/card.yaml", box_labels=[1, 2], labels=[1, 2], margin_mm=4.0)
@@ -95,6 +95,33 @@ def test_merge_takes_the_second_answer_only_between_the_refined_labels_inside_th
     np.testing.assert_array_equal(out[0, 0], [0, 0, 2, 2, 2, 0, 0, 0])
 
 
+def test_release_gives_the_second_network_whole_pieces_it_all_but_disowns():
+    # two pieces of label 5 in the box (columns 1..9 of one row): 5 voxels at 1-5, 3 at 7-9
+    first = np.array([[[0, 5, 5, 5, 5, 5, 0, 5, 5, 5, 4]]], np.uint8)
+    box = (slice(0, 1), slice(0, 1), slice(1, 10))  # the second network's answer covers columns 1..9
+    second = np.array([[[2, 2, 2, 2, 5, 0, 2, 3, 5]]], np.uint8)
+    out = first.copy()
+    # the first piece is 4/5 tissue (2 or 3), the second 2/3: at 0.8 only the first is released, and
+    # only on its tissue voxels; its fifth voxel stays 5, label 4 outside the box stays
+    released = release_components(out, second, box, [5], [2, 3], 0.8)
+    np.testing.assert_array_equal(out[0, 0], [0, 2, 2, 2, 2, 5, 0, 5, 5, 5, 4])
+    np.testing.assert_array_equal(released[0, 0], [True, True, True, True, False, False, False, False, False])
+    out = first.copy()
+    release_components(out, second, box, [5], [2, 3], 0.6)  # both pieces now
+    np.testing.assert_array_equal(out[0, 0], [0, 2, 2, 2, 2, 5, 0, 2, 3, 5, 4])
+    out = first.copy()
+    assert not release_components(out, second, box, [5], [2, 3], 1.0).any()  # no piece is all tissue
+    np.testing.assert_array_equal(out, first)
+    # pieces touching only at a corner are one piece (26-connected), so are judged together
+    diag = np.zeros((1, 3, 3), np.uint8)
+    diag[0, 0, 0] = diag[0, 1, 1] = 5
+    sec = np.zeros((1, 3, 3), np.uint8)
+    sec[0, 0, 0] = 2
+    full = (slice(0, 1), slice(0, 3), slice(0, 3))
+    assert not release_components(diag.copy(), sec, full, [5], [2], 0.9).any()  # 1 of 2 voxels: 0.5
+    assert release_components(diag.copy(), sec, full, [5], [2], 0.5).sum() == 1
+
+
 def test_segmenter_runs_the_refining_card_on_the_box_and_merges_it(tmp_path):
     card_path = _cascade(tmp_path)
     card, net = load_model(card_path)
@@ -125,6 +152,12 @@ def test_segmenter_runs_the_refining_card_on_the_box_and_merges_it(tmp_path):
     merge_refined(claimed, second, box, SPEC.labels, claim_background=True)
     assert np.count_nonzero(claimed != expected) > 0  # random weights: some background is claimed
     np.testing.assert_array_equal(seg.predict(vol, postprocess=False).labels.array, claimed)
+    # with release_labels the engine releases, after the merge, as release_components does
+    seg.card.refine = RefineSpec(**{**SPEC.__dict__, "release_labels": [2], "release_to": [3],
+                                    "release_share": 0.05})
+    released = expected.copy()
+    assert release_components(released, second, box, [2], [3], 0.05).any()  # random weights: some spleen
+    np.testing.assert_array_equal(seg.predict(vol, postprocess=False).labels.array, released)
     seg.card.refine = SPEC
     # a stop asked for once the second pass has begun ends the run with nothing returned
     messages.clear()
@@ -156,6 +189,14 @@ def test_refine_card_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(CardError, match="refine.claim_background: expected true or false"):
         save_card(_card("x", (1.0, 1.0, 1.0), RefineSpec(model="r.yaml", box_labels=[1], labels=[1],
                                                           claim_background="yes")), tmp_path / "x.yaml")
+    for bad, match in (({"release_labels": [2]}, "give both"),
+                       ({"release_labels": [2], "release_to": [9]}, "refine.release_to: label 9 is never produced"),
+                       ({"release_labels": [2], "release_to": [2, 3]}, "label 2 is also in release_labels"),
+                       ({"release_labels": [2], "release_to": [3], "release_share": 0}, "refine.release_share"),
+                       ({"release_labels": "2", "release_to": [3]}, "refine.release_labels: expected a list")):
+        with pytest.raises(CardError, match=match):
+            save_card(_card("x", (1.0, 1.0, 1.0), RefineSpec(model="r.yaml", box_labels=[1], labels=[1], **bad)),
+                      tmp_path / "x.yaml")
     # a card without refine writes no refine field
     assert "refine" not in (save_card(_card("y", (1.0, 1.0, 1.0)), tmp_path / "y.yaml")).read_text()
 

@@ -24,7 +24,8 @@ Example card (YAML)::
     output: {activation: softmax}  # optional class_bias: {2: 0.5}, see OutputSpec
     postprocess: [{op: largest_component, labels: [2]}, {op: remove_small, min_ml: 5.0}]
     refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20, max_spacing_mm: 2.5,
-             claim_background: false}  # optional; see RefineSpec
+             claim_background: false, release_labels: [], release_to: [], release_share: 0.9}
+             # optional; see RefineSpec
     weights: model.pt        # or several, [model.pt, model_2.pt]: an ensemble (core/ensemble.py)
 
 Files are read, validated and written by :mod:`napari_medseg.core.models` (``load_card``,
@@ -236,6 +237,12 @@ class RefineSpec:
             gave background (0), inside the box; other organs are never taken. A slice-wise first
             pass can call a large lesion at an organ's edge background, out of the second's reach
             without this (``ct-abdomen-2d``).
+        release_labels: first-pass label values (after the merge) whose connected pieces the second
+            network may take back whole (:func:`~napari_medseg.core.refine.release_components`);
+            empty: none. ``mr-brain`` releases oedema that its second pass calls brain tissue.
+        release_to: the second network's label values a released piece may take.
+        release_share: the share of a piece the second network must give to ``release_to`` for
+            the piece to be released (0 < share <= 1).
     """
 
     model: str = ""
@@ -244,6 +251,9 @@ class RefineSpec:
     margin_mm: float = 20.0
     max_spacing_mm: float | None = None
     claim_background: bool = False
+    release_labels: list[int] = field(default_factory=list)
+    release_to: list[int] = field(default_factory=list)
+    release_share: float = 0.9
 
 
 @dataclass

@@ -261,6 +261,23 @@ def _check_refine(card: ModelCard) -> None:
                         f"got {ref.max_spacing_mm!r}")
     if not isinstance(ref.claim_background, bool):
         raise CardError(f"refine.claim_background: expected true or false, got {ref.claim_background!r}")
+    for name in ("release_labels", "release_to"):
+        values = getattr(ref, name)
+        if not (isinstance(values, list) and all(_is_int(v) for v in values)):
+            raise CardError(f"refine.{name}: expected a list of label values, got {values!r}")
+        stray = sorted(set(values) - produced)
+        if stray:
+            raise CardError(f"refine.{name}: label {stray[0]} is never produced by this card "
+                            f"(it gives {sorted(produced)})")
+    if bool(ref.release_labels) != bool(ref.release_to):
+        raise CardError(f"refine.release_labels {ref.release_labels} and refine.release_to {ref.release_to}: "
+                        "give both (the pieces to release and the labels they may take) or neither")
+    both = sorted(set(ref.release_labels) & set(ref.release_to))
+    if both:
+        raise CardError(f"refine.release_to: label {both[0]} is also in release_labels; a piece is released "
+                        "to other labels")
+    if not (_is_num(ref.release_share) and 0 < ref.release_share <= 1):
+        raise CardError(f"refine.release_share: expected a share > 0 and at most 1, got {ref.release_share!r}")
 
 
 def _check_weights_field(weights: Any) -> None:

@@ -271,7 +271,7 @@ class Segmenter:
     def _refine(self, volume: Volume, out: np.ndarray, prob: np.ndarray | None, progress, should_stop) -> None:
         """Run the card's second network in the box of the first pass's ``refine.box_labels`` and
         merge its answer into ``out`` (and ``prob``) in place (:mod:`napari_medseg.core.refine`)."""
-        from napari_medseg.core.refine import merge_refined, refine_box
+        from napari_medseg.core.refine import merge_refined, refine_box, release_components
 
         spec = self.card.refine
         coarsest = float(np.max(volume.spacing))
@@ -292,6 +292,9 @@ class Segmenter:
                                       progress=sub_progress if progress is not None else None,
                                       should_stop=should_stop)
         changed = merge_refined(out, second.labels.array, box, spec.labels, spec.claim_background)
+        if spec.release_labels:
+            changed |= release_components(out, second.labels.array, box, spec.release_labels, spec.release_to,
+                                          spec.release_share)
         if prob is not None:
             prob[box][changed] = second.probability.array[changed]
 

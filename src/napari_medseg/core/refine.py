@@ -14,6 +14,13 @@ pass called background (never another organ): a slice-wise first pass can call a
 bulging from the liver's edge background, and the second network, which sees it across slices,
 then gives it back, with the liver around it. (Merging by confidence, the surer network winning,
 would need both networks' probabilities; it has not been measured.)
+
+One more way back, with ``refine.release_labels``: a whole connected piece of one of those labels
+(after the merge) that the second network all but disowns, calling at least ``release_share`` of
+it one of ``release_to``, takes the second network's answer on those voxels. ``mr-brain``'s
+slice-wise first pass calls pieces of cortex oedema on T1 (both dark); its 3D second pass, which
+sees the gyrus across slices, calls them grey matter. The piece as a whole is judged, not voxel
+by voxel: voxel by voxel the second network also nibbles at true oedema and breaks it up.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from napari_medseg.core.card import ModelCard, RefineSpec
 from napari_medseg.core.errors import CardError
@@ -81,3 +89,22 @@ def merge_refined(first: np.ndarray, second: np.ndarray, box: tuple[slice, ...],
     changed = takeable & np.isin(second, values) & (second != part)
     part[changed] = second[changed]
     return changed
+
+
+def release_components(first: np.ndarray, second: np.ndarray, box: tuple[slice, ...], labels, to,
+                       min_share: float) -> np.ndarray:
+    """Give the second network the connected pieces of ``labels`` it all but disowns, in place.
+
+    A piece (26-connected in 3D, on the box of ``first``) where ``second`` gives one of ``to`` on at
+    least ``min_share`` of its voxels takes ``second``'s label on those voxels; the rest of the piece,
+    and every other piece, keeps its label. Returns the mask (on the box) of the voxels that changed.
+    """
+    part = first[box]
+    pieces, n = ndimage.label(np.isin(part, list(labels)), structure=np.ones((3,) * part.ndim, bool))
+    if n == 0:
+        return np.zeros(part.shape, bool)
+    claimed = np.isin(second, list(to))
+    share = np.asarray(ndimage.mean(claimed, pieces, index=np.arange(1, n + 1)))
+    released = np.isin(pieces, np.flatnonzero(share >= min_share) + 1) & claimed
+    part[released] = second[released]
+    return released
