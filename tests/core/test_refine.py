@@ -120,6 +120,15 @@ def test_release_gives_the_second_network_whole_pieces_it_all_but_disowns():
     full = (slice(0, 1), slice(0, 3), slice(0, 3))
     assert not release_components(diag.copy(), sec, full, [5], [2], 0.9).any()  # 1 of 2 voxels: 0.5
     assert release_components(diag.copy(), sec, full, [5], [2], 0.5).sum() == 1
+    # each label's pieces are judged on their own, though they touch: the 4-piece is all tissue to
+    # the second network, the 5-piece a third (together three fifths); the order of labels is free
+    touching = np.array([[[4, 4, 5, 5, 5]]], np.uint8)
+    sec = np.array([[[2, 2, 5, 5, 2]]], np.uint8)
+    whole = (slice(0, 1), slice(0, 1), slice(0, 5))
+    for order in ([4, 5], [5, 4]):
+        out = touching.copy()
+        release_components(out, sec, whole, order, [2], 0.9)
+        np.testing.assert_array_equal(out[0, 0], [2, 2, 5, 5, 5])
 
 
 def test_segmenter_runs_the_refining_card_on_the_box_and_merges_it(tmp_path):

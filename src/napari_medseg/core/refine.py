@@ -95,16 +95,22 @@ def release_components(first: np.ndarray, second: np.ndarray, box: tuple[slice, 
                        min_share: float) -> np.ndarray:
     """Give the second network the connected pieces of ``labels`` it all but disowns, in place.
 
-    A piece (26-connected in 3D, on the box of ``first``) where ``second`` gives one of ``to`` on at
-    least ``min_share`` of its voxels takes ``second``'s label on those voxels; the rest of the piece,
-    and every other piece, keeps its label. Returns the mask (on the box) of the voxels that changed.
+    A piece is a connected component of one of ``labels`` (26-connected in 3D) on the box of
+    ``first``; where ``second`` gives one of ``to`` on at least ``min_share`` of its voxels, the
+    piece takes ``second``'s label on those voxels; the rest of the piece, and every other piece,
+    keeps its label. Each label's pieces are judged on their own, and a released voxel only ever
+    becomes one of ``to``, so the order of ``labels`` does not matter. Returns the mask (on the
+    box) of the voxels that changed.
     """
     part = first[box]
-    pieces, n = ndimage.label(np.isin(part, list(labels)), structure=np.ones((3,) * part.ndim, bool))
-    if n == 0:
-        return np.zeros(part.shape, bool)
     claimed = np.isin(second, list(to))
-    share = np.asarray(ndimage.mean(claimed, pieces, index=np.arange(1, n + 1)))
-    released = np.isin(pieces, np.flatnonzero(share >= min_share) + 1) & claimed
+    released = np.zeros(part.shape, bool)
+    structure = np.ones((3,) * part.ndim, bool)
+    for value in labels:
+        pieces, n = ndimage.label(part == value, structure=structure)
+        if n == 0:
+            continue
+        share = np.asarray(ndimage.mean(claimed, pieces, index=np.arange(1, n + 1)))
+        released |= np.isin(pieces, np.flatnonzero(share >= min_share) + 1) & claimed
     part[released] = second[released]
     return released
