@@ -409,6 +409,11 @@ RECIPES: dict[str, Recipe] = {
                       # up. Taken by the rule. Each label's pieces are judged on their own. Evaluation
                       # phantoms (after the oedema's release): tumour Dice 0.810 -> 0.815, tumour precision
                       # 65/72 -> 65/70, none lost; but oedema-region precision 131/149 -> 131/151.
+                      # (Tried in session 23, after both releases: the second pass mirrored left-right as well,
+                      # the refining card's inference.mirror_axes [0]; it trained with flips. Tuning tumour Dice
+                      # 0.7476 -> 0.7527, oedema 0.9040 -> 0.9056, tissue unchanged, none lost, but one more false
+                      # oedema region (116/121 -> 115/121), the target still unmet, at about twice the second
+                      # pass's time. Not taken.)
                       "release_labels": ["tumour", "oedema"], "release_to": ["csf", "grey_matter", "white_matter"],
                       "release_share": 0.9,
                       # an ensemble (session 16): a second network trained once, 80 epochs from random
