@@ -206,6 +206,11 @@ def test_refine_card_errors_name_the_file_and_field(tmp_path):
         with pytest.raises(CardError, match=match):
             save_card(_card("x", (1.0, 1.0, 1.0), RefineSpec(model="r.yaml", box_labels=[1], labels=[1], **bad)),
                       tmp_path / "x.yaml")
+    # a refine section without a release writes no release fields; one with a release reads back equal
+    assert "release" not in save_card(_card("z", (1.0, 1.0, 1.0), SPEC), tmp_path / "z.yaml").read_text()
+    released = RefineSpec(**{**SPEC.__dict__, "release_labels": [2], "release_to": [3], "release_share": 0.8})
+    assert load_card(save_card(_card("w", (1.0, 1.0, 1.0), released), tmp_path / "w.yaml"),
+                     check_weights=False).refine == released
     # a card without refine writes no refine field
     assert "refine" not in (save_card(_card("y", (1.0, 1.0, 1.0)), tmp_path / "y.yaml")).read_text()
 

@@ -24,8 +24,8 @@ Example card (YAML)::
     output: {activation: softmax}  # optional class_bias: {2: 0.5}, see OutputSpec
     postprocess: [{op: largest_component, labels: [2]}, {op: remove_small, min_ml: 5.0}]
     refine: {model: refine/card.yaml, box_labels: [1], labels: [1], margin_mm: 20, max_spacing_mm: 2.5,
-             claim_background: false, release_labels: [], release_to: [], release_share: 0.9}
-             # optional; see RefineSpec
+             claim_background: false}  # optional; see RefineSpec (also release_labels, release_to,
+                                       # release_share: pieces the second network may take back)
     weights: model.pt        # or several, [model.pt, model_2.pt]: an ensemble (core/ensemble.py)
 
 Files are read, validated and written by :mod:`napari_medseg.core.models` (``load_card``,
@@ -239,7 +239,8 @@ class RefineSpec:
             without this (``ct-abdomen-2d``).
         release_labels: first-pass label values (after the merge) whose connected pieces the second
             network may take back whole (:func:`~napari_medseg.core.refine.release_components`);
-            empty: none. ``mr-brain`` releases oedema that its second pass calls brain tissue.
+            empty: none. ``mr-brain`` releases tumour and oedema that its second pass calls brain
+            tissue.
         release_to: the second network's label values a released piece may take.
         release_share: the share of a piece the second network must give to ``release_to`` for
             the piece to be released (0 < share <= 1).
@@ -304,6 +305,9 @@ class ModelCard:
         d.pop("path", None)
         if d.get("refine") is None:  # most cards have none: no empty field in their files
             d.pop("refine", None)
+        elif not d["refine"]["release_labels"]:  # nor release fields where nothing is released
+            for key in ("release_labels", "release_to", "release_share"):
+                d["refine"].pop(key)
         if not d["inference"].get("mirror_axes"):
             d["inference"].pop("mirror_axes", None)
         return d

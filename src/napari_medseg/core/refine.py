@@ -19,8 +19,9 @@ One more way back, with ``refine.release_labels``: a whole connected piece of on
 (after the merge) that the second network all but disowns, calling at least ``release_share`` of
 it one of ``release_to``, takes the second network's answer on those voxels. ``mr-brain``'s
 slice-wise first pass calls pieces of cortex oedema on T1 (both dark); its 3D second pass, which
-sees the gyrus across slices, calls them grey matter. The piece as a whole is judged, not voxel
-by voxel: voxel by voxel the second network also nibbles at true oedema and breaks it up.
+sees the gyrus across slices, calls them grey matter (and so for the few false pieces of tumour
+it calls tissue). The piece as a whole is judged, not voxel by voxel: voxel by voxel the second
+network also nibbles at true oedema and breaks it up.
 """
 
 from __future__ import annotations
