@@ -487,7 +487,9 @@ def test_the_model_text_says_how_a_card_runs_mirrored():
     from napari_medseg.core.models import load_model
     from napari_medseg.widgets.segment import describe_card
 
-    card = load_model("mr-brain")[0]
-    assert "mirrored" not in describe_card(card)
+    plain = load_model("ct-abdomen-2d")[0]
+    assert "mirrored" not in describe_card(plain)
+    card = load_model("mr-brain")[0]  # its slices run mirrored left-right (session 24)
+    assert "also mirrored along model axes [0] (2 passes)" in describe_card(card)
     card.inference.mirror_axes = (0, 1)
     assert "also mirrored along model axes [0, 1] (4 passes)" in describe_card(card)
