@@ -203,13 +203,20 @@ def test_keep_near_drops_components_farther_than_the_distance_in_mm_into_the_lab
     # in mm, not voxels: on 1 mm voxels the far fragment is 20 mm away and stays
     assert np.array_equal(keep_near(a, [5], [4], 25.0, spacing=(1.0, 1.0, 1.0)), a)
     assert (keep_near(a, [5], [4], 10.0, spacing=sp)[5:7, 5:7, 13:15] == 3).all()
-    # without any tumour nothing is judged
+    # without any tumour nothing is judged, unless the card says its oedema only exists around one
     no_tumour = np.where(a == 4, 5, a).astype(np.uint8)
     assert np.array_equal(keep_near(no_tumour, [5], [4], 1.0, spacing=sp), no_tumour)
+    dropped = keep_near(no_tumour, [5], [4], 1000.0, spacing=sp, without_anchor="remove")
+    assert (dropped == 3).all()  # every piece, the big one too, becomes the white matter around it
+    # with a tumour in the map, "remove" changes nothing
+    assert np.array_equal(keep_near(a, [5], [4], 15.0, spacing=sp, without_anchor="remove"), out)
+    with pytest.raises(ValueError, match="without_anchor='drop'"):
+        keep_near(a, [5], [4], 15.0, spacing=sp, without_anchor="drop")
     # a card step reaches it
 
     step = {"op": "keep_near", "labels": [5], "anchor": [4], "max_distance_mm": 15.0}
     assert np.array_equal(apply_postprocess([step], a, sp), out)
+    assert np.array_equal(apply_postprocess([{**step, "without_anchor": "remove"}], no_tumour, sp), dropped)
     with pytest.raises(ValueError, match="max_distance_mm"):
         keep_near(a, [5], [4], 0.0, spacing=sp)
     with pytest.raises(ValueError, match="labels=None"):

@@ -60,8 +60,9 @@ ZSCORE_REGIONS = ("all", "nonzero", "body")
 #                     max_breadth_mm: 20.0 | omitted}
 #                                                       drop tube-like components (vessels taken for lesions)
 #   remove_fragments {labels: [..], min_share: 0.1}     drop pieces under a share of their label's largest
-#   keep_near {labels: [..], anchor: [..], max_distance_mm: 50.0}
-#                                                       drop components far from an anchor (oedema from tumour)
+#   keep_near {labels: [..], anchor: [..], max_distance_mm: 50.0, without_anchor: keep | remove}
+#                                                       drop components far from an anchor (oedema from tumour);
+#                                                       where there is no anchor, keep (default) or drop them all
 POSTPROCESS_OPS = ("largest_component", "remove_small", "fill_holes", "keep_inside", "remove_elongated",
                    "remove_fragments", "keep_near")
 

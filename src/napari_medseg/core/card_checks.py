@@ -229,6 +229,9 @@ def _check_postprocess(steps: Any) -> None:
             if not (_is_num(far) and far > 0):
                 raise CardError(f"postprocess[{i}].max_distance_mm: keep_near needs a distance in mm > 0, "
                                 f"got {far!r}")
+            if step.get("without_anchor", "keep") not in ("keep", "remove"):
+                raise CardError(f"postprocess[{i}].without_anchor: keep_near takes 'keep' or 'remove', "
+                                f"got {step['without_anchor']!r}")
         if step["op"] == "keep_inside":
             host = step.get("host")
             if not (isinstance(labels, list) and labels):

@@ -212,7 +212,8 @@ def remove_fragments(array: np.ndarray, min_share: float, labels: Labels = None,
 
 
 def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], max_distance_mm: float,
-              spacing: Sequence[float] | None = None, connectivity: int = 1) -> np.ndarray:
+              spacing: Sequence[float] | None = None, connectivity: int = 1,
+              without_anchor: str = "keep") -> np.ndarray:
     """Remove components of ``labels`` lying farther than ``max_distance_mm`` from every voxel of an
     ``anchor`` label; they take the label that surrounds them.
 
@@ -220,8 +221,11 @@ def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], ma
     tumour is grey or white matter the network misread (on ``mr-brain``'s T1 phantoms oedema is
     about as dark as grey matter). A component's distance is that of its nearest voxel to the
     nearest anchor voxel, in mm, so a fragment of the oedema that grey matter cuts off near the
-    tumour stays. Where the map holds no anchor voxel nothing is judged: without a tumour there is
-    nothing to measure from, and the other steps decide.
+    tumour stays. Where the map holds no anchor voxel, ``without_anchor`` decides: ``"keep"`` judges
+    nothing (without a tumour there is nothing to measure from, and the other steps decide);
+    ``"remove"`` takes every component as too far, for a model whose label only exists around its
+    anchor (``mr-brain``'s peritumoral oedema, which its phantoms never hold without a tumour; in the
+    clinic oedema without a tumour in view, after a stroke or a resection, would go too).
 
     Args:
         array: label map.
@@ -230,6 +234,8 @@ def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], ma
         max_distance_mm: components farther than this are removed; > 0.
         spacing: voxel size in mm per axis.
         connectivity: which neighbours join a component.
+        without_anchor: ``"keep"`` or ``"remove"``: what becomes of the components where the map
+            holds no anchor voxel.
 
     Returns:
         A new label map.
@@ -237,21 +243,29 @@ def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], ma
     array = check_label_array(array)
     if labels is None:
         raise ValueError("keep_near needs the label value(s) to judge, got labels=None")
+    if without_anchor not in ("keep", "remove"):
+        raise ValueError(f"without_anchor={without_anchor!r}: expected 'keep' or 'remove'")
     if not np.isfinite(max_distance_mm) or max_distance_mm <= 0:
         raise ValueError(f"max_distance_mm={max_distance_mm} must be a distance in mm > 0")
     sp = check_spacing(spacing, array.ndim)
     anchors = np.isin(array, np.asarray(requested_labels({}, anchor), dtype=np.int64))
-    if not anchors.any():
+    if not anchors.any() and without_anchor == "keep":
         return finish(array.copy())
-    # distances only matter up to max_distance_mm: measured in the anchors' box grown by that much,
-    # where every voxel that close lies; a piece wholly outside it is far
-    reach = np.ceil(max_distance_mm / sp).astype(int)
-    hit = np.nonzero(anchors)
-    near = pad_box(tuple(slice(int(a.min()), int(a.max()) + 1) for a in hit), array.shape, reach)
-    close = ndimage.distance_transform_edt(~anchors[near], sampling=sp) <= max_distance_mm
+    near = close = None  # no anchor: every piece is far
+    if anchors.any():
+        # distances only matter up to max_distance_mm: measured in the anchors' box grown by that
+        # much, where every voxel that close lies; a piece wholly outside it is far
+        reach = np.ceil(max_distance_mm / sp).astype(int)
+        hit = np.nonzero(anchors)
+        near = pad_box(tuple(slice(int(a.min()), int(a.max()) + 1) for a in hit), array.shape, reach)
+        close = ndimage.distance_transform_edt(~anchors[near], sampling=sp) <= max_distance_mm
     out = array.copy()
     removed = 0
     for value, (box, sub), piece, around in _pieces(array, labels, connectivity):
+        if near is None:
+            out[box][sub][piece] = _surrounding_label(around, value)
+            removed += 1
+            continue
         start = [b.start + s.start for b, s in zip(box, sub)]  # the piece's corner on the scan
         lo = [max(a, n.start) for a, n in zip(start, near)]
         hi = [min(a + k, n.stop) for a, k, n in zip(start, piece.shape, near)]

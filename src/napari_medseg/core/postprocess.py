@@ -255,7 +255,8 @@ def apply_postprocess(steps: Sequence[dict], array: np.ndarray, spacing: Sequenc
         elif op == "remove_fragments":
             array = remove_fragments(array, float(step["min_share"]), labels=labels)
         elif op == "keep_near":
-            array = keep_near(array, labels, step["anchor"], float(step["max_distance_mm"]), spacing=spacing)
+            array = keep_near(array, labels, step["anchor"], float(step["max_distance_mm"]), spacing=spacing,
+                              without_anchor=step.get("without_anchor", "keep"))
         else:
             raise InferenceError(f"postprocess op {op!r}: expected one of largest_component, remove_small, "
                                  "fill_holes, keep_inside, remove_elongated, remove_fragments, keep_near")
