@@ -35,6 +35,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,6 +66,18 @@ def member_weights(n_members: int) -> str | list[str]:
     """The refining card's ``weights``: ``model.pt``, or for an ensemble (``members`` in the
     recipe's ``refine_stage``) ``[model.pt, model_2.pt, ...]``."""
     return "model.pt" if n_members == 1 else ["model.pt"] + [f"model_{m}.pt" for m in range(2, n_members + 1)]
+
+
+def refine_spec(facts: dict[str, Any], value: dict[str, int]) -> RefineSpec:
+    """The model card's ``refine`` section from a recipe's ``refine_stage`` facts (label names
+    turned into the values of ``value``)."""
+    def values(key: str) -> list[int]:
+        return [value[n] for n in facts.get(key, [])]
+
+    share = {"release_share": float(facts["release_share"])} if "release_share" in facts else {}
+    return RefineSpec(model="refine/card.yaml", box_labels=values("box_labels"), labels=values("labels"),
+                      margin_mm=float(facts["margin_mm"]), max_spacing_mm=facts.get("max_spacing_mm"),
+                      release_labels=values("release_labels"), release_to=values("release_to"), **share)
 
 
 def box_pairs(kind: str, seeds: range, spec: RefineSpec, **kwargs) -> list[TrainingPair]:
@@ -115,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = phantoms.CT_LABELS if recipe.kind == "ct-abdomen" else phantoms.MR_LABELS
     value = {n: v for v, n in names.names.items()}
-    spec = RefineSpec(model="refine/card.yaml", box_labels=[value[n] for n in facts["box_labels"]],
-                      labels=[value[n] for n in facts["labels"]], margin_mm=float(facts["margin_mm"]),
-                      max_spacing_mm=facts.get("max_spacing_mm"),
-                      release_labels=[value[n] for n in facts.get("release_labels", [])],
-                      release_to=[value[n] for n in facts.get("release_to", [])],
-                      release_share=float(facts.get("release_share", 0.9)))
+    spec = refine_spec(facts, value)
 
     template = dict(recipe.card)
     for key in ("network", "inference"):  # a network of its own (from_scratch), else a copy of the model's

@@ -107,12 +107,7 @@ def test_shipped_refining_network_is_what_the_recipe_trains():
             continue
         stage = recipe.refine_stage
         value = {shipped.labels.name(v): v for v in shipped.labels.values()}
-        assert shipped.refine == RefineSpec("refine/card.yaml", [value[n] for n in stage["box_labels"]],
-                                            [value[n] for n in stage["labels"]], stage["margin_mm"],
-                                            stage.get("max_spacing_mm"),
-                                            release_labels=[value[n] for n in stage.get("release_labels", [])],
-                                            release_to=[value[n] for n in stage.get("release_to", [])],
-                                            release_share=stage.get("release_share", 0.9))
+        assert shipped.refine == train_refiner.refine_spec(stage, value)
         second = refine_card(shipped)
         assert list(second.preprocessing.spacing) == stage["spacing"]
         if stage.get("from_scratch"):

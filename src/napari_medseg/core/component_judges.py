@@ -251,7 +251,6 @@ def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], ma
     anchors = np.isin(array, np.asarray(requested_labels({}, anchor), dtype=np.int64))
     if not anchors.any() and without_anchor == "keep":
         return finish(array.copy())
-    near = close = None  # no anchor: every piece is far
     if anchors.any():
         # distances only matter up to max_distance_mm: measured in the anchors' box grown by that
         # much, where every voxel that close lies; a piece wholly outside it is far
@@ -259,13 +258,12 @@ def keep_near(array: np.ndarray, labels: Labels, anchor: int | Iterable[int], ma
         hit = np.nonzero(anchors)
         near = pad_box(tuple(slice(int(a.min()), int(a.max()) + 1) for a in hit), array.shape, reach)
         close = ndimage.distance_transform_edt(~anchors[near], sampling=sp) <= max_distance_mm
+    else:  # no anchor, and without_anchor="remove": an empty box, which no piece reaches
+        near = tuple(slice(0, 0) for _ in array.shape)
+        close = np.zeros((0,) * array.ndim, bool)
     out = array.copy()
     removed = 0
     for value, (box, sub), piece, around in _pieces(array, labels, connectivity):
-        if near is None:
-            out[box][sub][piece] = _surrounding_label(around, value)
-            removed += 1
-            continue
         start = [b.start + s.start for b, s in zip(box, sub)]  # the piece's corner on the scan
         lo = [max(a, n.start) for a, n in zip(start, near)]
         hi = [min(a + k, n.stop) for a, k, n in zip(start, piece.shape, near)]
